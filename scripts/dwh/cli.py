@@ -1,0 +1,289 @@
+"""Command line of scripts/pipeline_orchestrator.py: parse arguments, call one function, map
+expected failures to their exit codes with a one-line message."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from dwh import __version__
+from dwh.exceptions import ExitCode, PipelineError
+from dwh.logs import setup_logging
+from dwh.settings import Settings, load_settings, mask_url
+from dwh.stage import RunOptions
+
+log = logging.getLogger("dwh")
+
+EPILOG = """exit codes:
+  0    success
+  1    internal error (a bug: see the log for the traceback)
+  2    configuration or usage error
+  3    database unavailable (cannot connect, or the embedded server cannot start)
+  4    bad input file (header, encoding, quoting, field count, changed file …)
+  5    data-quality gate failed
+  6    another run is in progress on this database
+  130  interrupted
+"""
+
+
+def _global_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=default,
+        help="YAML settings file (default: config/config.yaml or $DWH_CONFIG)",
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=default,
+        help="PostgreSQL URL to use instead of DATABASE_URL / PG* / the embedded server",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=default,
+        help="folder for raw batches, reports and the embedded cluster (default ./data)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if suppress else 0,
+        help="more log output (debug)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="only warnings and errors on the console",
+    )
+
+
+def _generator_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply the generator's volumes (default 1.0)"
+    )
+    parser.add_argument("--seed", type=int, help="generator seed (default: generator.seed)")
+    parser.add_argument(
+        "--dirty-rate",
+        type=float,
+        metavar="R",
+        help="share of rows (0..1) that get an injected defect (default: generator.dirty_rate)",
+    )
+    parser.add_argument(
+        "--next-batch",
+        action="store_true",
+        help="write the next business day's batch (new orders, new and changed customers/products)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline_orchestrator.py",
+        description="Load e-commerce CSV batches into a PostgreSQL star schema "
+        "(staging → production → warehouse). Without a subcommand it runs the pipeline.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _global_flags(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the pipeline (the default)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_flags(run, suppress=True)
+    _generator_flags(run)
+    run.add_argument(
+        "--stages", metavar="A,B", help="run only these stages (comma-separated), in pipeline order"
+    )
+    run.add_argument(
+        "--from", dest="from_stage", metavar="STAGE", help="run from this stage onwards"
+    )
+    run.add_argument(
+        "--full-refresh", action="store_true", help="rebuild derived layers from scratch"
+    )
+    run.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
+
+    gen = sub.add_parser(
+        "generate", help="write a batch of generated CSV files into <data-dir>/raw"
+    )
+    _global_flags(gen, suppress=True)
+    _generator_flags(gen)
+
+    dbp = sub.add_parser("db", help="manage the embedded PostgreSQL server")
+    _global_flags(dbp, suppress=True)
+    dbp.add_argument(
+        "action",
+        choices=("start", "stop", "status", "url"),
+        help="start (init if needed), stop, show status, or print the connection URL",
+    )
+
+    status = sub.add_parser("status", help="show the latest runs from the run ledger")
+    _global_flags(status, suppress=True)
+    status.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, database_url=args.database_url, data_dir=args.data_dir)
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    if args.scale <= 0:
+        raise _usage("--scale must be greater than 0")
+    if args.dirty_rate is not None and not 0 <= args.dirty_rate <= 1:
+        raise _usage("--dirty-rate must be between 0 and 1")
+    return RunOptions(
+        scale=args.scale,
+        seed=args.seed,
+        dirty_rate=args.dirty_rate,
+        next_batch=args.next_batch,
+        full_refresh=getattr(args, "full_refresh", False),
+    )
+
+
+def _usage(message: str) -> PipelineError:
+    from dwh.exceptions import ConfigError
+
+    return ConfigError(message)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dwh import db
+    from dwh.orchestrator import run_pipeline, select_stages
+
+    settings = _settings(args)
+    only = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    stages = select_stages(only, args.from_stage)
+    report = run_pipeline(settings, _options(args), stages)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(report), indent=2, default=str))
+        return ExitCode.OK
+    print(f"\nRun {report.run_id}: {report.status} in {report.seconds:.1f}s")
+    print("  stage          seconds     rows out")
+    for stage in report.stages:
+        print(f"  {stage.stage:<12} {stage.seconds:>9.2f} {stage.rows_out:>12,}")
+    for schema, tables in report.layer_rows.items():
+        listing = ", ".join(f"{t} {n:,}" for t, n in tables.items())
+        print(f"  {schema}: {listing}")
+    url = (
+        (settings.database_url
+        and mask_url(settings.database_url))
+        or db.resolve_url(settings, start_embedded=False)
+    )
+    print(f"  BI connection URL: {url}")
+    print(f"  report: {settings.processed_dir / 'pipeline_execution_report.json'}")
+    return ExitCode.OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from dwh.generator import generate_batch
+
+    settings = _settings(args)
+    opts = _options(args)
+    batch = generate_batch(
+        settings,
+        scale=opts.scale,
+        seed=opts.seed,
+        dirty_rate=opts.dirty_rate,
+        next_batch=opts.next_batch,
+    )
+    print(batch)
+    return ExitCode.OK
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from dwh.embedded import EmbeddedServer
+
+    settings = _settings(args)
+    if not settings.uses_embedded:
+        if args.action == "url":
+            print(mask_url(settings.database_url or ""))
+            return ExitCode.OK
+        raise _usage(
+            "a database URL is configured (--database-url, DATABASE_URL or PGHOST): "
+            "`db` manages only the embedded server"
+        )
+    server = EmbeddedServer(settings)
+    if args.action == "url":
+        print(server.url())
+    elif args.action == "start":
+        print(server.start().describe())
+        print(f"connect with: {server.url()}")
+    elif args.action == "stop":
+        print(server.stop().describe())
+    else:
+        status = server.status()
+        print(status.describe())
+        return ExitCode.OK if status.running else ExitCode.DATABASE_UNAVAILABLE
+    return ExitCode.OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dwh import db
+
+    settings = _settings(args)
+    conn = db.connect(db.resolve_url(settings))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('ops.pipeline_runs') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                print("no run recorded yet: run `python scripts/pipeline_orchestrator.py`")
+                return ExitCode.OK
+            cur.execute(
+                "SELECT run_id, status, started_at, finished_at - started_at, coalesce(error, '')"
+                " FROM ops.pipeline_runs ORDER BY run_id DESC LIMIT %s",
+                (args.limit,),
+            )
+            for run_id, status, started, took, error in cur.fetchall():
+                took_s = f"{took.total_seconds():.1f}s" if took else "-"
+                print(
+                    f"{run_id:>6}  {status:<9} {started:%Y-%m-%d %H:%M:%S}  {took_s:>8}  {error[:80]}"
+                )
+    finally:
+        conn.close()
+    return ExitCode.OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "generate": cmd_generate,
+    "db": cmd_db,
+    "status": cmd_status,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not any(a in COMMANDS for a in argv) and not {"-h", "--help", "--version"} & set(argv):
+        argv.insert(0, "run")
+    args = parser.parse_args(argv)
+    verbosity = -1 if args.quiet else args.verbose
+    setup_logging(verbosity)
+    try:
+        if args.command == "run":
+            settings = _settings(args)
+            setup_logging(verbosity, settings.log_dir)
+        return COMMANDS[args.command](args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception:
+        log.exception("internal error")
+        return ExitCode.INTERNAL_ERROR

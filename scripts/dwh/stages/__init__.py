@@ -1,0 +1,1 @@
+"""Pipeline stages. Each module has one public entry: run(conn, settings, ctx) -> StageResult."""

@@ -1,0 +1,300 @@
+"""Ingest stage: COPY every new source file of every batch folder into `staging`.
+
+Per file, in one transaction: check the header against the contract (before any row lands),
+COPY the rest of the stream into the staging table (columns mapped by name, so any order works),
+hash the bytes on the way through, and record the file in ops.ingested_files. A file already
+recorded is skipped; a recorded file whose bytes changed, a malformed file, or a header that
+breaks the contract is a BadInputError naming the file, line and column, and leaves staging as
+it was (earlier files stay loaded: each file is its own transaction).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+
+from dwh.contract import MANIFEST_NAME, SOURCE_BY_NAME, SOURCE_FILES, SourceFile
+from dwh.exceptions import BadInputError
+from dwh.settings import Settings
+from dwh.stage import RunContext, StageResult
+
+STAGE = "ingest"
+_CONTEXT_LINE = re.compile(r"line (\d+)(?:, column (\w+))?")
+
+
+class _HashingReader:
+    """File-like wrapper that hashes and counts the bytes COPY reads from it."""
+
+    def __init__(self, raw: BinaryIO, hasher: hashlib._Hash):
+        self._raw = raw
+        self._hasher = hasher
+        self.bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        self._hasher.update(chunk)
+        self.bytes += len(chunk)
+        return chunk
+
+    readline = read  # psycopg2 only calls read(); keep the protocol complete
+
+
+@dataclass(frozen=True)
+class Header:
+    columns: tuple[str, ...]
+    raw: bytes
+
+
+def list_batches(raw_dir: Path) -> list[Path]:
+    """Batch folders in name order; hidden and temporary folders are ignored."""
+    if not raw_dir.is_dir():
+        return []
+    return sorted(
+        p for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_", "tmp"))
+    )
+
+
+def read_header(path: Path, source: SourceFile, handle: BinaryIO) -> Header:
+    """Read and check the header line; leaves `handle` at the first data byte."""
+    raw = handle.readline()
+    if not raw:
+        raise BadInputError(
+            f"{path}: the file is empty; expected a header line "
+            f"({','.join(source.columns)}) and data rows",
+            stage=STAGE,
+            table=source.table,
+        )
+    try:
+        text = raw.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(
+            f"{path}: line 1 (header): not UTF-8 (byte 0x{raw[exc.start]:02x} at position "
+            f"{exc.start}); save the file as UTF-8",
+            stage=STAGE,
+            table=source.table,
+        ) from None
+    if "\x00" in text:
+        raise BadInputError(f"{path}: line 1 (header): contains a NUL byte", stage=STAGE)
+    columns = tuple(c.strip() for c in next(csv.reader([text])))
+    missing = [c for c in source.columns if c not in columns]
+    unknown = [c for c in columns if c not in source.columns]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    problems = []
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown column(s) {', '.join(repr(c) for c in unknown)}")
+    if repeated:
+        problems.append(f"repeated column(s) {', '.join(repeated)}")
+    if problems:
+        hint = ""
+        if len(columns) == 1 and any(d in text for d in ";\t|"):
+            hint = " (is the delimiter a comma? this header looks delimited by something else)"
+        raise BadInputError(
+            f"{path}: line 1 (header): {'; '.join(problems)}{hint}. Expected the columns "
+            f"{','.join(source.columns)} (any order). Nothing was loaded from this file.",
+            stage=STAGE,
+            table=source.table,
+        )
+    return Header(columns, raw)
+
+
+def sha256_of(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _copy_error(path: Path, exc: psycopg2.Error) -> BadInputError:
+    """Turn a COPY failure into a message with file, line and column."""
+    primary = (exc.diag.message_primary or str(exc)).strip()
+    context = exc.diag.context or ""
+    where = ""
+    match = _CONTEXT_LINE.search(context)
+    if match:
+        where = f" line {int(match.group(1)) + 1}"  # COPY counts from the first data line
+        if match.group(2):
+            where += f", column {match.group(2)}"
+    return BadInputError(
+        f"{path}:{where}: {primary}. Fix the file (or remove it from the batch) and run again; "
+        "nothing from this file was loaded.",
+        stage=STAGE,
+    )
+
+
+def _load_manifest(batch_dir: Path) -> dict | None:
+    path = batch_dir / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{path}: not a readable JSON manifest ({exc})", stage=STAGE) from None
+
+
+def _check_batch_files(batch_dir: Path, manifest: dict | None) -> None:
+    csvs = {p.name for p in batch_dir.iterdir() if p.is_file() and p.suffix.lower() == ".csv"}
+    unknown = sorted(csvs - set(SOURCE_BY_NAME))
+    if unknown:
+        raise BadInputError(
+            f"{batch_dir / unknown[0]}: not a known source file; a batch holds "
+            f"{', '.join(SOURCE_BY_NAME)} (rename or remove it)",
+            stage=STAGE,
+        )
+    if manifest is not None:
+        missing = sorted(set(manifest.get("files", {})) - csvs)
+        if missing:
+            raise BadInputError(
+                f"{batch_dir}: {missing[0]} is listed in {MANIFEST_NAME} but missing from the "
+                "batch folder; restore it (or regenerate the batch) and run again",
+                stage=STAGE,
+            )
+    elif not csvs:
+        raise BadInputError(
+            f"{batch_dir}: the batch folder holds no source file ({', '.join(SOURCE_BY_NAME)})",
+            stage=STAGE,
+        )
+
+
+def ingest_file(
+    conn: psycopg2.extensions.connection,
+    path: Path,
+    source: SourceFile,
+    batch_id: str,
+    run_id: int | None,
+    expected: dict | None = None,
+) -> dict:
+    """Load one file in one transaction. Returns {"file", "status", "rows", ...}."""
+    info = {"batch_id": batch_id, "file": source.name, "table": source.table}
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT sha256, row_count FROM ops.ingested_files WHERE batch_id = %s AND file_name = %s",
+            (batch_id, source.name),
+        )
+        done = cur.fetchone()
+    if done is not None:
+        if sha256_of(path) != done[0]:
+            raise BadInputError(
+                f"{path}: changed since it was loaded (sha256 {done[0][:12]}… then, differs "
+                "now). Loaded batches are immutable: put corrections in a new batch folder.",
+                stage=STAGE,
+                table=source.table,
+            )
+        return {**info, "status": "already_loaded", "rows": 0}
+
+    hasher = hashlib.sha256()
+    table = sql.Identifier("staging", source.table)
+    with open(path, "rb") as handle:
+        header = read_header(path, source, handle)
+        hasher.update(header.raw)
+        reader = _HashingReader(handle, hasher)
+        copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, header.columns))
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s)),"
+                    " set_config('dwh.batch_id', %s, true),"
+                    " set_config('dwh.source_file', %s, true),"
+                    " setval(%s::regclass, 1, true)",
+                    (
+                        f"dwh.ingest.{source.table}",
+                        batch_id,
+                        str(path),
+                        f"staging.{source.table}_line_seq",
+                    ),
+                )
+                cur.copy_expert(copy.as_string(conn), reader)
+                rows = cur.rowcount
+        except (
+            psycopg2.DataError,
+            psycopg2.errors.BadCopyFileFormat,
+            psycopg2.IntegrityError,
+        ) as exc:
+            conn.rollback()
+            raise _copy_error(path, exc) from None
+        except psycopg2.Error:
+            conn.rollback()
+            raise
+    digest = hasher.hexdigest()
+    size = len(header.raw) + reader.bytes
+    if expected is not None:
+        problem = None
+        if expected.get("sha256") and expected["sha256"] != digest:
+            problem = "its sha256 differs from the batch manifest (truncated or edited?)"
+        elif expected.get("rows") is not None and int(expected["rows"]) != rows:
+            problem = f"it has {rows} rows but the batch manifest says {expected['rows']}"
+        if problem:
+            conn.rollback()
+            raise BadInputError(
+                f"{path}: {problem}; nothing was loaded from it. Restore the file or regenerate "
+                "the batch.",
+                stage=STAGE,
+                table=source.table,
+            )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO ops.ingested_files (batch_id, file_name, table_name, source_path,"
+                " sha256, bytes, row_count, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (batch_id, source.name, source.table, str(path), digest, size, rows, run_id),
+            )
+    except psycopg2.errors.UniqueViolation:
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT batch_id, file_name FROM ops.ingested_files WHERE sha256 = %s", (digest,)
+            )
+            twin = cur.fetchone()
+        return {**info, "status": "duplicate_content", "rows": 0, "same_as": list(twin or [])}
+    conn.commit()
+    return {**info, "status": "loaded", "rows": rows, "sha256": digest, "bytes": size}
+
+
+def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
+    results: list[dict] = []
+    for batch_dir in list_batches(settings.raw_dir):
+        manifest = _load_manifest(batch_dir)
+        _check_batch_files(batch_dir, manifest)
+        expected_files = (manifest or {}).get("files", {})
+        for source in SOURCE_FILES:
+            path = batch_dir / source.name
+            if not path.exists():
+                continue
+            outcome = ingest_file(
+                conn, path, source, batch_dir.name, ctx.run_id, expected_files.get(source.name)
+            )
+            if outcome["status"] == "loaded":
+                ctx.log.info(
+                    "loaded %s: %d rows into staging.%s", path, outcome["rows"], source.table
+                )
+            elif outcome["status"] == "duplicate_content":
+                ctx.log.warning(
+                    "skipped %s: same bytes as the already loaded %s",
+                    path,
+                    "/".join(outcome["same_as"]),
+                )
+            results.append(outcome)
+    loaded = [r for r in results if r["status"] == "loaded"]
+    rows = sum(r["rows"] for r in loaded)
+    return StageResult(
+        rows_in=rows,
+        rows_out=rows,
+        details={
+            "files_loaded": len(loaded),
+            "files_skipped": len(results) - len(loaded),
+            "files": [r for r in results if r["status"] != "already_loaded"],
+        },
+    )
