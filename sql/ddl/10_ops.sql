@@ -47,3 +47,11 @@ CREATE TABLE IF NOT EXISTS ops.ingested_files (
 CREATE UNIQUE INDEX IF NOT EXISTS ingested_files_sha256_uq
     ON ops.ingested_files (sha256) WHERE row_count > 0;
 COMMENT ON TABLE ops.ingested_files IS 'Every source file loaded into staging: one row per file, written in the same transaction as its rows.';
+
+CREATE TABLE IF NOT EXISTS ops.batches (
+    batch_id       text        PRIMARY KEY,
+    business_date  date,        -- from the batch's manifest.json; NULL for a batch without one
+    manifest       jsonb,
+    registered_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE ops.batches IS 'Every batch folder seen by the ingest stage, in name order = load order.';

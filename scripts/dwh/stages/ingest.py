@@ -21,6 +21,7 @@ from typing import BinaryIO
 import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
+from psycopg2.extras import Json
 
 from dwh.contract import MANIFEST_NAME, SOURCE_BY_NAME, SOURCE_FILES, SourceFile
 from dwh.exceptions import BadInputError
@@ -126,6 +127,10 @@ def _copy_error(path: Path, exc: psycopg2.Error) -> BadInputError:
         where = f" line {int(match.group(1)) + 1}"  # COPY counts from the first data line
         if match.group(2):
             where += f", column {match.group(2)}"
+    if "unterminated CSV quoted field" in primary:
+        primary += " (a field opened with a double quote is never closed before the end of the file; look for a stray quote above this line)"
+    elif "invalid byte sequence" in primary:
+        primary += " (the file is not valid UTF-8, or holds a NUL byte: re-save it as UTF-8)"
     return BadInputError(
         f"{path}:{where}: {primary}. Fix the file (or remove it from the batch) and run again; "
         "nothing from this file was loaded.",
@@ -165,6 +170,18 @@ def _check_batch_files(batch_dir: Path, manifest: dict | None) -> None:
             f"{batch_dir}: the batch folder holds no source file ({', '.join(SOURCE_BY_NAME)})",
             stage=STAGE,
         )
+
+
+def _register_batch(
+    conn: psycopg2.extensions.connection, batch_id: str, manifest: dict | None
+) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ops.batches (batch_id, business_date, manifest) VALUES (%s, %s, %s)"
+            " ON CONFLICT (batch_id) DO NOTHING",
+            (batch_id, (manifest or {}).get("business_date"), Json(manifest) if manifest else None),
+        )
+    conn.commit()
 
 
 def ingest_file(
@@ -268,6 +285,7 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     for batch_dir in list_batches(settings.raw_dir):
         manifest = _load_manifest(batch_dir)
         _check_batch_files(batch_dir, manifest)
+        _register_batch(conn, batch_dir.name, manifest)
         expected_files = (manifest or {}).get("files", {})
         for source in SOURCE_FILES:
             path = batch_dir / source.name
