@@ -11,9 +11,14 @@ import importlib
 import json
 import logging
 import os
+import random
+import signal
 import socket
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,7 +27,7 @@ from psycopg2 import sql
 from psycopg2.extras import Json
 
 from dwh import db
-from dwh.exceptions import AlreadyRunning, ConfigError, PipelineError
+from dwh.exceptions import AlreadyRunning, ConfigError, DatabaseUnavailable, PipelineError
 from dwh.settings import Settings, mask_url
 from dwh.stage import RunContext, RunOptions, StageResult
 
@@ -158,20 +163,144 @@ def write_report(settings: Settings, report: RunReport) -> None:
     tmp.replace(path)
 
 
+TRANSIENT_SQLSTATES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "57P01",  # admin_shutdown (server restarting, or the backend was terminated)
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now (server starting up)
+    "08000",
+    "08003",
+    "08006",
+    "08001",
+    "08004",  # connection exceptions
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: lost connections, restarts, serialization failures, deadlocks."""
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    if isinstance(exc, psycopg2.Error):
+        if exc.pgcode in TRANSIENT_SQLSTATES:
+            return True
+        # A connection that died mid-statement has no SQLSTATE.
+        return (
+            isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not exc.pgcode
+        )
+    return False
+
+
+def backoff_delay(
+    attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Full-jitter exponential back-off: uniform in [0, min(cap, base * 2**(attempt-1))]."""
+    return rand() * min(cap, base * (2 ** (attempt - 1)))
+
+
+class StopRequest:
+    """Set by SIGINT/SIGTERM: the run stops at the next safe point (between stages or batches)."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def __call__(self) -> bool:
+        return self.signal_name is not None
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, _frame: object) -> None:
+            if self.signal_name is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self.signal_name = signal.Signals(signum).name
+            log.warning(
+                "%s received: stopping at the next safe point (send again to stop now)",
+                self.signal_name,
+            )
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+class RunCancelled(PipelineError):
+    exit_code = 130
+
+
+def last_unfinished_run(
+    conn: psycopg2.extensions.connection,
+) -> tuple[int, tuple[str, ...], RunOptions] | None:
+    """(run_id, stages still to run, options) of the latest run if it failed or was cancelled."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT run_id, status, stages, options FROM ops.pipeline_runs"
+            " WHERE status <> 'running' ORDER BY run_id DESC LIMIT 1"
+        )
+        row = cur.fetchone()
+        if row is None or row[1] == "success":
+            return None
+        run_id, _status, stages, options = row
+        cur.execute(
+            "SELECT stage FROM ops.stage_runs WHERE run_id = %s AND status = 'success'", (run_id,)
+        )
+        done = {r[0] for r in cur.fetchall()}
+    remaining = tuple(s for s in stages if s not in done and s in STAGES)
+    known = {f.name for f in fields(RunOptions)}
+    opts = RunOptions(**{k: v for k, v in (options or {}).items() if k in known})
+    # Resuming must not write yet another batch: the failed run already wrote its own.
+    return run_id, remaining, replace(opts, next_batch=False)
+
+
+def plan(settings: Settings, stages: tuple[str, ...], options: RunOptions) -> dict[str, Any]:
+    """What a run would do, without connecting or writing anything (--dry-run)."""
+    from dwh.stages.ingest import list_batches
+
+    return {
+        "database": mask_url(settings.database_url)
+        if settings.database_url
+        else f"embedded PostgreSQL in {settings.pgdata_dir} on 127.0.0.1:{settings.embedded.port}",
+        "data_dir": str(settings.data_dir),
+        "stages": list(stages),
+        "options": asdict(options),
+        "batches_on_disk": [p.name for p in list_batches(settings.raw_dir)],
+    }
+
+
 def run_pipeline(
     settings: Settings,
     options: RunOptions | None = None,
     stages: tuple[str, ...] = STAGES,
+    *,
+    resume: bool = False,
 ) -> RunReport:
-    """Run `stages` in order; raises the first stage's PipelineError after recording it."""
+    """Run `stages` in order; raises the first stage's PipelineError after recording it.
+
+    resume=True continues the latest failed or cancelled run from its first unfinished stage.
+    """
     options = options or RunOptions()
     url = db.resolve_url(settings)
     ledger_conn = db.connect(url, autocommit=True)
     work = None
+    stop = StopRequest()
     try:
         work = db.connect(url)
         db.apply_ddl(work)
         _acquire_lock(ledger_conn)
+        resumed_from = None
+        if resume:
+            unfinished = last_unfinished_run(ledger_conn)
+            if unfinished is None:
+                raise ConfigError("--resume: the latest run did not fail; nothing to resume")
+            resumed_from, stages, options = unfinished
         ledger = _Ledger(ledger_conn)
         run_id = ledger.start_run(stages, options)
         adapter = logging.LoggerAdapter(log, {"run_id": run_id, "stage": "-"})
@@ -185,47 +314,24 @@ def run_pipeline(
             database=mask_url(url),
             stages=[],
         )
-        adapter.info("run %d started: stages %s", run_id, ",".join(stages))
+        adapter.info(
+            "run %d started: stages %s%s",
+            run_id,
+            ",".join(stages),
+            f" (resuming run {resumed_from})" if resumed_from else "",
+        )
         failure: BaseException | None = None
-        for stage in stages:
-            stage_log = logging.LoggerAdapter(log, {"run_id": run_id, "stage": stage})
-            ctx = RunContext(run_id=run_id, options=options, log=stage_log)
-            ledger.start_stage(run_id, stage)
-            t0 = time.monotonic()
-            try:
-                module = importlib.import_module(f"dwh.stages.{stage}")
-                result: StageResult = module.run(work, settings, ctx)
-                work.commit()
-                stage_report = StageReport(
-                    stage,
-                    "success",
-                    round(time.monotonic() - t0, 3),
-                    result.rows_in,
-                    result.rows_out,
-                    None,
-                    result.details,
+        with stop.installed():
+            for stage in stages:
+                if stop():
+                    failure = RunCancelled(f"stopped by {stop.signal_name} before stage {stage}")
+                    break
+                stage_report, failure, work = _run_stage(
+                    settings, url, work, ledger, run_id, stage, options, stop
                 )
-            except BaseException as exc:
-                work.rollback()
-                status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-                message = str(exc) or type(exc).__name__
-                if isinstance(exc, PipelineError) and exc.stage is None:
-                    exc.stage = stage
-                stage_report = StageReport(
-                    stage, status, round(time.monotonic() - t0, 3), error=message
-                )
-                failure = exc
-            ledger.finish_stage(run_id, stage_report)
-            report.stages.append(stage_report)
-            stage_log.info(
-                "%s in %.2fs (rows in %d, out %d)",
-                stage_report.status,
-                stage_report.seconds,
-                stage_report.rows_in,
-                stage_report.rows_out,
-            )
-            if failure is not None:
-                break
+                report.stages.append(stage_report)
+                if failure is not None:
+                    break
 
         report.seconds = round(time.monotonic() - started, 3)
         report.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -233,11 +339,10 @@ def run_pipeline(
         if failure is None:
             report.status = "success"
         else:
-            report.status = "cancelled" if isinstance(failure, KeyboardInterrupt) else "failed"
+            cancelled = isinstance(failure, (KeyboardInterrupt, RunCancelled))
+            report.status = "cancelled" if cancelled else "failed"
             report.error = str(failure) or type(failure).__name__
-            report.exit_code = getattr(
-                failure, "exit_code", 130 if isinstance(failure, KeyboardInterrupt) else 1
-            )
+            report.exit_code = getattr(failure, "exit_code", 130 if cancelled else 1)
         ledger.finish_run(run_id, report.status, report.exit_code, report.error)
         write_report(settings, report)
         adapter.info("run %d %s in %.2fs", run_id, report.status, report.seconds)
@@ -248,3 +353,70 @@ def run_pipeline(
         if work is not None:
             work.close()
         ledger_conn.close()
+
+
+def _run_stage(
+    settings: Settings,
+    url: str,
+    work: psycopg2.extensions.connection,
+    ledger: _Ledger,
+    run_id: int,
+    stage: str,
+    options: RunOptions,
+    stop: StopRequest,
+) -> tuple[StageReport, BaseException | None, psycopg2.extensions.connection]:
+    """Run one stage, retrying transient errors on a fresh connection; record it in the ledger."""
+    stage_log = logging.LoggerAdapter(log, {"run_id": run_id, "stage": stage})
+    ctx = RunContext(run_id=run_id, options=options, log=stage_log, stop_requested=stop)
+    retry = settings.pipeline.retry
+    ledger.start_stage(run_id, stage)
+    t0 = time.monotonic()
+    failure: BaseException | None = None
+    result = StageResult()
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            module = importlib.import_module(f"dwh.stages.{stage}")
+            result = module.run(work, settings, ctx)
+            work.commit()
+            failure = None
+            break
+        except BaseException as exc:
+            failure = exc
+            with suppress(psycopg2.Error):
+                work.rollback()
+            if not is_transient(exc) or attempt == retry.attempts or stop():
+                break
+            delay = backoff_delay(attempt, retry.base_delay_s, retry.max_delay_s)
+            stage_log.warning(
+                "transient error (attempt %d of %d), retrying in %.1fs: %s",
+                attempt,
+                retry.attempts,
+                delay,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
+            time.sleep(delay)
+            with suppress(psycopg2.Error):
+                work.close()
+            try:
+                work = db.connect(url)
+            except DatabaseUnavailable as reconnect_error:
+                failure = reconnect_error
+    seconds = round(time.monotonic() - t0, 3)
+    if failure is None:
+        report = StageReport(
+            stage, "success", seconds, result.rows_in, result.rows_out, None, result.details
+        )
+    else:
+        if isinstance(failure, PipelineError) and failure.stage is None:
+            failure.stage = stage
+        status = "cancelled" if isinstance(failure, (KeyboardInterrupt, RunCancelled)) else "failed"
+        report = StageReport(stage, status, seconds, error=str(failure) or type(failure).__name__)
+    ledger.finish_stage(run_id, report)
+    stage_log.info(
+        "%s in %.2fs (rows in %d, out %d)",
+        report.status,
+        report.seconds,
+        report.rows_in,
+        report.rows_out,
+    )
+    return report, failure, work

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,9 @@ class RunContext:
     run_id: int
     options: RunOptions
     log: logging.LoggerAdapter
+    stop_requested: Callable[[], bool] = lambda: False
+    """True once SIGINT/SIGTERM asked the run to stop: a long stage may check it between batches
+    and return early (its committed work stays; the run is then marked cancelled)."""
 
 
 @dataclass
