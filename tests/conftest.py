@@ -79,7 +79,9 @@ def db_url(pg_server_url: str) -> Iterator[str]:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         yield _with_database(pg_server_url, name)
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
     finally:
         admin.close()
 

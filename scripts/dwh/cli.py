@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-refresh", action="store_true", help="rebuild derived layers from scratch"
     )
     run.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the latest failed or cancelled run from its first unfinished stage",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="print the plan (stages, database, batches) and exit"
+    )
 
     gen = sub.add_parser(
         "generate", help="write a batch of generated CSV files into <data-dir>/raw"
@@ -160,12 +168,17 @@ def _usage(message: str) -> PipelineError:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from dwh import db
-    from dwh.orchestrator import run_pipeline, select_stages
+    from dwh.orchestrator import plan, run_pipeline, select_stages
 
     settings = _settings(args)
     only = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     stages = select_stages(only, args.from_stage)
-    report = run_pipeline(settings, _options(args), stages)
+    if args.resume and (only or args.from_stage or args.next_batch):
+        raise _usage("--resume takes the stages and options of the run it resumes")
+    if args.dry_run:
+        print(json.dumps(plan(settings, stages, _options(args)), indent=2))
+        return ExitCode.OK
+    report = run_pipeline(settings, _options(args), stages, resume=args.resume)
     if args.json:
         from dataclasses import asdict
 
@@ -178,10 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for schema, tables in report.layer_rows.items():
         listing = ", ".join(f"{t} {n:,}" for t, n in tables.items())
         print(f"  {schema}: {listing}")
-    url = (
-        (settings.database_url
-        and mask_url(settings.database_url))
-        or db.resolve_url(settings, start_embedded=False)
+    url = (settings.database_url and mask_url(settings.database_url)) or db.resolve_url(
+        settings, start_embedded=False
     )
     print(f"  BI connection URL: {url}")
     print(f"  report: {settings.processed_dir / 'pipeline_execution_report.json'}")

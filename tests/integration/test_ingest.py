@@ -185,7 +185,9 @@ def test_manifest_guards_against_truncated_and_missing_files(settings, conn) -> 
         },
     }
     _write(batch / "manifest.json", json.dumps(manifest))
-    with pytest.raises(BadInputError, match=r"products\.csv is listed in manifest\.json but missing"):
+    with pytest.raises(
+        BadInputError, match=r"products\.csv is listed in manifest\.json but missing"
+    ):
         _ingest(settings)
 
     del manifest["files"]["products.csv"]
