@@ -1,0 +1,326 @@
+"""Transactions and their order lines, generated in blocks and written in chunks.
+
+Each block (one day, or part of a very busy day) draws from its own random stream derived from
+(seed, batch number, day, part), so the data does not depend on the chunk size, and the number
+of order lines can be counted up front cheaply (it is a block's first draw).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from dwh.contract import DISCOUNTS, PAYMENT_METHODS
+from dwh.generator.csvfile import day_strings, money, split_cents
+from dwh.generator.dirty import UNPARSEABLE_DATES, UNPARSEABLE_NUMBERS, Draws
+from dwh.generator.entities import CustomerBook, ProductBook, entity_id, from_epoch
+from dwh.generator.pools import (
+    DISCOUNT_P,
+    HOUR_P,
+    MONTH_W,
+    PAYMENT_P,
+    QUANTITY_P,
+    WEEKDAY_W,
+    Pools,
+)
+
+BLOCK_MAX = 50_000  # transactions per block at most (a block's arrays are held at once)
+AWAY_SHARE = 0.12  # orders shipped elsewhere than the customer's home
+_DISCOUNTS = np.array(DISCOUNTS, dtype=np.int64)
+
+
+def item_p(max_items: int) -> np.ndarray:
+    """Order lines per transaction, 1..max_items, fewer more likely."""
+    w = 0.7 ** np.arange(max(1, max_items))
+    return w / w.sum()
+
+
+def day_weights(days: np.ndarray) -> np.ndarray:
+    """Relative order volume per day: weekends busier, Nov/Dec peak, slow growth."""
+    dates = days.astype("datetime64[D]")
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
+    month = dates.astype("datetime64[M]").astype(np.int64) % 12
+    dom = (dates - dates.astype("datetime64[M]")).astype(np.int64) + 1
+    w = WEEKDAY_W[weekday] * MONTH_W[month]
+    w = w * np.where((month == 10) & (dom >= 24), 1.5, 1.0)  # Black Friday week
+    w = w * np.where((month == 11) & (dom <= 20), 1.2, 1.0)  # Christmas shopping
+    w = w * np.where((month == 11) & (dom >= 25), 0.7, 1.0)
+    return w * (1.0 + 0.25 * (days - days[0]) / 365.0)
+
+
+@dataclass(frozen=True)
+class Block:
+    day: int
+    part: int
+    size: int
+
+
+def plan_blocks(days: np.ndarray, counts: np.ndarray) -> list[Block]:
+    blocks = []
+    for day, n in zip(days.tolist(), counts.tolist(), strict=True):
+        parts = -(-n // BLOCK_MAX)
+        for part in range(parts):
+            blocks.append(Block(day, part, n * (part + 1) // parts - n * part // parts))
+    return blocks
+
+
+class OrderGenerator:
+    """Draws blocks of transactions and formats them with their order lines."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        batch_number: int,
+        max_items: int,
+        customers: CustomerBook,
+        products: ProductBook,
+        pools: Pools,
+        first_txn: int,
+        first_item: int,
+    ):
+        self.seed, self.batch_number = seed, batch_number
+        self.first_txn, self.first_item = first_txn, first_item
+        self.items_v = np.arange(1, max(1, max_items) + 1)
+        self.items_p = item_p(max_items)
+        self.customers, self.products, self.pools = customers, products, pools
+        self.street_in = np.array(pools.street_in, dtype=object)
+        self.pay = np.array(PAYMENT_METHODS, dtype=object)
+        self.fmt_txn = self.fmt_item = ""
+
+    def set_widths(self, w: dict[str, int]) -> None:
+        """The id widths; needed before formatting."""
+        self.fmt_txn = (
+            f"TXN%0{w['transaction']}d,CUST%0{w['customer']}d,%s,%s,%s,"
+            '"%d %s, %s, %s %05d",%d.%02d\n'
+        )
+        self.fmt_item = (
+            f"ITEM%0{w['item']}d,TXN%0{w['transaction']}d,PROD%0{w['product']}d,%d,%s,%d,%d.%02d\n"
+        )
+
+    def _rng(self, block: Block) -> np.random.Generator:
+        return np.random.default_rng(
+            [self.seed, self.batch_number, 11, block.day + 10**6, block.part]
+        )
+
+    def item_counts(self, block: Block, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = rng or self._rng(block)
+        return rng.choice(self.items_v, size=block.size, p=self.items_p)
+
+    def total_items(self, blocks: list[Block]) -> int:
+        return int(sum(int(self.item_counts(b).sum()) for b in blocks))
+
+    def draw(self, block: Block) -> dict[str, np.ndarray]:
+        """One block's transactions (sorted by time) and order lines, as arrays."""
+        rng = self._rng(block)
+        n = block.size
+        counts = self.item_counts(block, rng)
+        secs = np.sort(rng.choice(24, size=n, p=HOUR_P) * 3600 + rng.integers(0, 3600, n))
+        c = self.customers
+        k = int(np.searchsorted(c.reg_days, block.day, side="right"))
+        if k == 0:
+            raise RuntimeError(f"no customer is registered on day {from_epoch(block.day)}")
+        ci = np.searchsorted(c.cum_w, rng.random(n) * c.cum_w[k - 1], side="right")
+        ci = np.minimum(ci, k - 1)
+        pay = rng.choice(len(PAYMENT_METHODS), size=n, p=PAYMENT_P)
+        away = rng.random(n) < AWAY_SHARE
+        alt_loc = rng.integers(0, len(c.loc_city_in), n)
+        alt_street = rng.integers(0, len(self.street_in), n)
+        alt_bnum = rng.integers(1, 5000, n)
+        alt_span = c.loc_zip_hi[alt_loc] - c.loc_zip_lo[alt_loc] + 1
+        alt_zip = c.loc_zip_lo[alt_loc] + np.floor(rng.random(n) * alt_span).astype(np.int64)
+        # order lines
+        m = int(counts.sum())
+        txn_of = np.repeat(np.arange(n), counts)
+        p = self.products
+        cum, top = p.cum_w, len(p.cum_w) - 1
+        prod = np.minimum(np.searchsorted(cum, rng.random(m) * cum[-1], side="right"), top)
+        for _ in range(3):  # the same product twice in one order is redrawn (where possible)
+            key = txn_of * (top + 1) + prod
+            order = np.argsort(key, kind="stable")
+            again = np.zeros(m, dtype=bool)
+            again[order[1:][key[order][1:] == key[order][:-1]]] = True
+            if not again.any():
+                break
+            redraw = rng.random(int(again.sum())) * cum[-1]
+            prod[again] = np.minimum(np.searchsorted(cum, redraw, side="right"), top)
+        qty = rng.choice(len(QUANTITY_P), size=m, p=QUANTITY_P) + 1
+        disc = _DISCOUNTS[rng.choice(len(DISCOUNT_P), size=m, p=DISCOUNT_P)]
+        line = (qty * p.price[prod] * (100 - disc) + 50) // 100  # cents, half up
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n else np.zeros(0, np.int64)
+        total = np.add.reduceat(line, starts) if m else np.zeros(0, np.int64)
+        return {
+            "day": np.full(n, block.day),
+            "counts": counts,
+            "secs": secs,
+            "cust": c.numbers[ci],
+            "pay": pay,
+            "bnum": np.where(away, alt_bnum, c.bnum[ci]),
+            "street": np.where(away, alt_street, c.street[ci]),
+            "loc": np.where(away, alt_loc, c.loc[ci]),
+            "zip": np.where(away, alt_zip, c.zip[ci]),
+            "total": total,
+            "prod": prod,
+            "qty": qty,
+            "disc": disc,
+            "line": line,
+        }
+
+    def chunks(
+        self, blocks: list[Block], chunk_rows: int
+    ) -> Iterator[tuple[int, list[str], int, list[str]]]:
+        """(first transaction row, transaction lines, first item row, item lines) per chunk of
+        about chunk_rows order lines; transaction and item numbers start after the ones given."""
+        pending: list[dict[str, np.ndarray]] = []
+        lines_pending = 0
+        txn_row = item_row = 0
+        for i, block in enumerate(blocks):
+            if block.size:
+                part = self.draw(block)
+                pending.append(part)
+                lines_pending += len(part["line"])
+            if pending and (lines_pending >= chunk_rows or i == len(blocks) - 1):
+                arrays = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+                txn, items = self._format(arrays, txn_row, item_row)
+                yield txn_row, txn, item_row, items
+                txn_row += len(txn)
+                item_row += len(items)
+                pending, lines_pending = [], 0
+
+    def _format(
+        self, a: dict[str, np.ndarray], txn_row: int, item_row: int
+    ) -> tuple[list[str], list[str]]:
+        """CSV lines of a chunk's transactions and order lines (formatted in slices to keep
+        the temporary lists small)."""
+        c, p = self.customers, self.products
+        txn_no = np.arange(self.first_txn + txn_row, self.first_txn + txn_row + len(a["secs"]))
+        txn_lines: list[str] = []
+        fmt = self.fmt_txn
+        for s in _slices(len(txn_no)):
+            total_w, total_c = split_cents(a["total"][s])
+            loc = a["loc"][s]
+            rows = zip(
+                txn_no[s].tolist(),
+                a["cust"][s].tolist(),
+                day_strings(a["day"][s]),
+                _TIMES[a["secs"][s]].tolist(),
+                self.pay[a["pay"][s]].tolist(),
+                a["bnum"][s].tolist(),
+                self.street_in[a["street"][s]].tolist(),
+                c.loc_city_in[loc].tolist(),
+                c.loc_abbr[loc].tolist(),
+                a["zip"][s].tolist(),
+                total_w,
+                total_c,
+                strict=True,
+            )
+            txn_lines += [fmt % r for r in rows]
+        item_txn = np.repeat(txn_no, a["counts"])
+        first = self.first_item + item_row
+        item_lines: list[str] = []
+        fmt = self.fmt_item
+        for s in _slices(len(item_txn)):
+            line_w, line_c = split_cents(a["line"][s])
+            prod = a["prod"][s]
+            rows = zip(
+                range(first + s.start, first + s.stop),
+                item_txn[s].tolist(),
+                p.numbers[prod].tolist(),
+                a["qty"][s].tolist(),
+                p.price_s[prod].tolist(),
+                a["disc"][s].tolist(),
+                line_w,
+                line_c,
+                strict=True,
+            )
+            item_lines += [fmt % r for r in rows]
+        return txn_lines, item_lines
+
+
+def _slices(n: int, size: int = 32768) -> Iterator[slice]:
+    for lo in range(0, n, size):
+        yield slice(lo, min(n, lo + size))
+
+
+_TIMES = np.array(
+    [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)],
+    dtype=object,
+)
+
+
+class TransactionDefects:
+    """Defect handler of transactions.csv: extra rows built from a neighbouring transaction."""
+
+    def __init__(self, rng: np.random.Generator, widths: dict[str, int], business_day: int):
+        self.rng, self.widths, self.business_day = Draws(rng), widths, business_day
+
+    def edit(self, fields: list[str], cls: str) -> list[str]:  # no default-class defects
+        raise AssertionError(cls)
+
+    conflict = edit
+
+    def extra(self, anchor: list[str] | None, cls: str, number: int) -> list[str]:
+        assert anchor is not None
+        rng, fields = self.rng, list(anchor)
+        fields[0] = (
+            "" if cls == "missing_id" else entity_id("TXN", number, self.widths["transaction"])
+        )
+        hour, minute, second = rng.integers(0, 24), rng.integers(0, 60), rng.integers(0, 60)
+        fields[3] = f"{hour:02d}:{minute:02d}:{second:02d}"
+        fields[4] = PAYMENT_METHODS[int(rng.integers(0, len(PAYMENT_METHODS)))]
+        if cls == "unparseable_date":
+            fields[2] = UNPARSEABLE_DATES[int(rng.integers(0, len(UNPARSEABLE_DATES)))]
+        elif cls == "future_date":
+            fields[2] = from_epoch(self.business_day + int(rng.integers(1, 31))).isoformat()
+        elif cls == "orphan_reference":
+            fields[1] = entity_id("CUST", 0, self.widths["customer"])
+        return fields
+
+
+class ItemDefects:
+    """Defect handler of transaction_items.csv: extra lines of a neighbouring transaction."""
+
+    def __init__(self, rng: np.random.Generator, widths: dict[str, int], products: ProductBook):
+        self.rng, self.widths, self.products = Draws(rng), widths, products
+
+    def edit(self, fields: list[str], cls: str) -> list[str]:  # no default-class defects
+        raise AssertionError(cls)
+
+    conflict = edit
+
+    def extra(self, anchor: list[str] | None, cls: str, number: int) -> list[str]:
+        assert anchor is not None
+        rng, w = self.rng, self.widths
+        i = int(rng.integers(0, len(self.products.numbers)))
+        price = int(self.products.price[i])
+        qty = int(rng.integers(1, 6))
+        disc = int(_DISCOUNTS[int(rng.integers(0, len(_DISCOUNTS)))])
+        if cls == "negative_quantity":
+            qty = -int(rng.integers(0, 4))
+        exact = abs(qty) * price * (100 - disc)
+        line = (exact + 50) // 100 * (1 if qty >= 0 else -1)  # half away from zero
+        fields = [
+            "" if cls == "missing_id" else entity_id("ITEM", number, w["item"]),
+            anchor[1],
+            entity_id("PROD", int(self.products.numbers[i]), w["product"]),
+            str(qty),
+            money(price),
+            str(disc),
+            money(line),
+        ]
+        if cls == "unparseable_number":
+            bad = UNPARSEABLE_NUMBERS[int(rng.integers(0, len(UNPARSEABLE_NUMBERS)))]
+            fields[3 if rng.random() < 0.5 else 4] = bad
+        elif cls == "orphan_reference":
+            if rng.random() < 0.5:
+                fields[1] = entity_id("TXN", 0, w["transaction"])
+            else:
+                fields[2] = entity_id("PROD", 0, w["product"])
+        elif cls == "line_total_mismatch":
+            delta = int(rng.integers(5, 500))
+            fields[6] = money(
+                line - delta if line - delta > 0 and rng.random() < 0.5 else line + delta
+            )
+        return fields
