@@ -8,7 +8,9 @@ way, every test that asks for `db_url` gets a brand-new database, dropped afterw
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +48,7 @@ def _with_database(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """URL of a maintenance database on a real server (embedded unless TEST_DATABASE_URL)."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
@@ -54,7 +56,9 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from dwh.embedded import EmbeddedServer
 
-    data_dir = tmp_path_factory.mktemp("embedded")
+    # Its own folder, not pytest's tmp_path: pytest prunes old basetemp folders, which must
+    # never pull the data directory from under a server that another session still runs.
+    data_dir = Path(tempfile.mkdtemp(prefix="dwh-test-pg-"))
     settings = load_settings(
         data_dir=data_dir,
         environ={},
@@ -66,6 +70,7 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url("postgres")
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

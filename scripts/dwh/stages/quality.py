@@ -1,0 +1,39 @@
+"""Quality stage: run the staging checks before promotion (config/quality_checks.yaml and
+sql/checks/assert_*.sql of layer `staging`).
+
+Staging holds raw text, and bad rows are quarantined by the production stage, so staging checks
+are mostly warnings that measure the input; a failed check of severity error still stops the run
+(QualityGateFailed, exit code 5). The production stage runs the production checks after
+promoting, through the same library (dwh.quality), before the warehouse.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+
+from dwh import quality
+from dwh.settings import Settings
+from dwh.stage import RunContext, StageResult
+
+STAGE = "quality"
+LAYER = "staging"
+
+
+def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
+    report = quality.check_layer(conn, settings, ctx.run_id, LAYER, stage=STAGE)
+    layer = report["layer_results"]
+    failed = [c["name"] for c in report["checks"] if c["layer"] == LAYER and not c["passed"]]
+    if failed:
+        ctx.log.warning("%d staging check(s) failed (warnings): %s", len(failed), ", ".join(failed))
+    ctx.log.info("staging quality score %.2f (%s)", layer["overall_score"], layer["grade"])
+    return StageResult(
+        rows_in=0,
+        rows_out=0,
+        details={
+            "layer": LAYER,
+            "checks": sum(1 for c in report["checks"] if c["layer"] == LAYER),
+            "failed": failed,
+            "score": layer["overall_score"],
+            "grade": layer["grade"],
+        },
+    )

@@ -1,0 +1,195 @@
+-- Production: typed, cleaned, validated rows; one row per natural key (latest batch, then
+-- latest line, wins). Filled by sql/transform/production/*.sql (the production stage).
+-- Rules, reason codes and defaults: docs/data_quality.md. Idempotent.
+
+-- ---------------------------------------------------------------------------------------------
+-- Safe parsers: NULL instead of a cast error, so one bad value never aborts a batch. Plain SQL
+-- (no plpgsql exception blocks, which cost a subtransaction per row).
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION production.try_numeric(value text) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN btrim(value) ~ '^[+-]?([0-9]{1,10}([.][0-9]*)?|[.][0-9]+)$' THEN btrim(value)::numeric
+    END
+$$;
+COMMENT ON FUNCTION production.try_numeric(text) IS 'The text as numeric (plain decimal notation, up to 10 integer digits, the range of numeric(12,2)), else NULL.';
+
+CREATE OR REPLACE FUNCTION production.try_date(value text) RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN value IS NULL OR btrim(value) !~ '^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}$' THEN NULL
+        WHEN split_part(btrim(value), '-', 1)::int < 1
+          OR split_part(btrim(value), '-', 2)::int NOT BETWEEN 1 AND 12
+          OR split_part(btrim(value), '-', 3)::int < 1 THEN NULL
+        WHEN split_part(btrim(value), '-', 3)::int > extract(day FROM
+                 make_date(split_part(btrim(value), '-', 1)::int, split_part(btrim(value), '-', 2)::int, 1)
+                 + interval '1 month' - interval '1 day') THEN NULL
+        ELSE make_date(split_part(btrim(value), '-', 1)::int, split_part(btrim(value), '-', 2)::int,
+                       split_part(btrim(value), '-', 3)::int)
+    END
+$$;
+COMMENT ON FUNCTION production.try_date(text) IS 'An ISO date (YYYY-MM-DD) that exists in the calendar, else NULL. One expression, so the planner inlines it.';
+
+CREATE OR REPLACE FUNCTION production.try_time(value text) RETURNS time
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN value IS NULL
+          OR btrim(value) !~ '^[0-9]{1,2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,6})?)?$' THEN NULL
+        WHEN split_part(btrim(value), ':', 1)::int > 23
+          OR split_part(btrim(value), ':', 2)::int > 59
+          OR coalesce(nullif(split_part(btrim(value), ':', 3), ''), '0')::numeric >= 60 THEN NULL
+        ELSE make_time(split_part(btrim(value), ':', 1)::int, split_part(btrim(value), ':', 2)::int,
+                       coalesce(nullif(split_part(btrim(value), ':', 3), ''), '0')::double precision)
+    END
+$$;
+COMMENT ON FUNCTION production.try_time(text) IS 'A time of day HH:MM[:SS[.ffffff]], else NULL. One expression, so the planner inlines it.';
+
+CREATE OR REPLACE FUNCTION production.lookup_key(value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT nullif(lower(regexp_replace(btrim(value), '\s+', ' ', 'g')), '')
+$$;
+COMMENT ON FUNCTION production.lookup_key(text) IS 'How a value is matched against a lookup: trimmed, inner whitespace collapsed, lower case.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Lookups, reloaded from config/lookups/*.yaml at the start of every production run.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS production.lookup_values (
+    lookup       text NOT NULL,          -- 'categories' | 'payment_methods'
+    variant_key  text NOT NULL,          -- production.lookup_key(variant)
+    canonical    text NOT NULL,
+    PRIMARY KEY (lookup, variant_key)
+);
+COMMENT ON TABLE production.lookup_values IS 'Variant → canonical value maps from config/lookups/*.yaml (canonical names map to themselves).';
+
+-- ---------------------------------------------------------------------------------------------
+-- Tables
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS production.customers (
+    customer_id        text        PRIMARY KEY,
+    first_name         text,                       -- trimmed; title case when sent all lower/upper
+    last_name          text,
+    email              text,                       -- lowercased; NULL when the source email was invalid
+    is_email_valid     boolean     NOT NULL,
+    phone              text,                       -- normalised: digits with an optional leading +
+    registration_date  date        NOT NULL,
+    city               text,
+    state              text,
+    country            text,
+    age_group          text        NOT NULL DEFAULT 'unknown',
+    _row_hash          text        NOT NULL,       -- md5 of the cleaned attributes: change detection
+    _batch_id          text        NOT NULL,
+    _source_line       bigint      NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS customers_batch_idx ON production.customers (_batch_id);
+CREATE INDEX IF NOT EXISTS customers_registration_date_idx ON production.customers (registration_date);
+
+CREATE TABLE IF NOT EXISTS production.products (
+    product_id         text          PRIMARY KEY,
+    product_name       text          NOT NULL,
+    category           text          NOT NULL DEFAULT 'unknown',   -- canonical, or 'unknown'
+    sub_category       text,
+    brand              text,
+    price              numeric(12,2) NOT NULL CHECK (price >= 0),
+    cost               numeric(12,2) NOT NULL CHECK (cost >= 0),
+    profit_margin      numeric(9,2),               -- (price - cost) / price * 100; NULL when price = 0
+    price_category     text          NOT NULL CHECK (price_category IN ('Budget', 'Mid-range', 'Premium')),
+    stock_quantity     integer       CHECK (stock_quantity >= 0),
+    supplier_id        text,
+    _row_hash          text          NOT NULL,
+    _batch_id          text          NOT NULL,
+    _source_line       bigint        NOT NULL,
+    created_at         timestamptz   NOT NULL DEFAULT now(),
+    updated_at         timestamptz   NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS products_category_idx ON production.products (category);
+CREATE INDEX IF NOT EXISTS products_batch_idx ON production.products (_batch_id);
+
+CREATE TABLE IF NOT EXISTS production.transactions (
+    transaction_id     text          PRIMARY KEY,
+    customer_id        text          NOT NULL REFERENCES production.customers (customer_id),
+    transaction_date   date          NOT NULL,
+    transaction_time   time,                       -- NULL when the source time was unparseable
+    transaction_at     timestamptz   NOT NULL,     -- date + time (midnight if none), in UTC
+    payment_method     text          NOT NULL,     -- canonical name, or 'unknown'
+    shipping_address   text,
+    total_amount       numeric(12,2) NOT NULL CHECK (total_amount >= 0),  -- as sent by the source
+    computed_total     numeric(12,2),              -- sum of accepted line totals (never overwrites total_amount)
+    _row_hash          text          NOT NULL,
+    _batch_id          text          NOT NULL,
+    _source_line       bigint        NOT NULL,
+    created_at         timestamptz   NOT NULL DEFAULT now(),
+    updated_at         timestamptz   NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS transactions_customer_idx ON production.transactions (customer_id);
+CREATE INDEX IF NOT EXISTS transactions_date_idx ON production.transactions (transaction_date);
+CREATE INDEX IF NOT EXISTS transactions_batch_idx ON production.transactions (_batch_id);
+
+CREATE TABLE IF NOT EXISTS production.transaction_items (
+    item_id             text          PRIMARY KEY,
+    transaction_id      text          NOT NULL REFERENCES production.transactions (transaction_id),
+    product_id          text          NOT NULL REFERENCES production.products (product_id),
+    quantity            integer       NOT NULL CHECK (quantity > 0),
+    unit_price          numeric(12,2) NOT NULL CHECK (unit_price >= 0),
+    discount_percentage numeric(5,2)  NOT NULL CHECK (discount_percentage BETWEEN 0 AND 100),
+    line_total          numeric(12,2) NOT NULL CHECK (line_total >= 0),
+    _row_hash           text          NOT NULL,
+    _batch_id           text          NOT NULL,
+    _source_line        bigint        NOT NULL,
+    created_at          timestamptz   NOT NULL DEFAULT now(),
+    updated_at          timestamptz   NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS transaction_items_transaction_idx ON production.transaction_items (transaction_id);
+CREATE INDEX IF NOT EXISTS transaction_items_product_idx ON production.transaction_items (product_id);
+CREATE INDEX IF NOT EXISTS transaction_items_batch_idx ON production.transaction_items (_batch_id);
+
+-- ---------------------------------------------------------------------------------------------
+-- Promotion bookkeeping
+-- ---------------------------------------------------------------------------------------------
+
+-- Rejected rows, with their raw values and why (reason_codes[1] is the primary reason). Retryable
+-- rows (every reason retryable: a missing parent) are tried again on every run and marked
+-- resolved once promoted.
+CREATE TABLE IF NOT EXISTS ops.quarantine (
+    quarantine_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id          bigint      REFERENCES ops.pipeline_runs (run_id) ON DELETE SET NULL,
+    batch_id        text        NOT NULL,
+    table_name      text        NOT NULL,
+    source_file     text        NOT NULL,
+    source_line     bigint      NOT NULL,
+    natural_key     text,
+    reason_codes    text[]      NOT NULL CHECK (cardinality(reason_codes) > 0),
+    is_retryable    boolean     NOT NULL DEFAULT false,
+    raw             jsonb       NOT NULL,
+    quarantined_at  timestamptz NOT NULL DEFAULT now(),
+    resolved_at     timestamptz,
+    resolved_run_id bigint,
+    UNIQUE (table_name, batch_id, source_line)
+);
+CREATE INDEX IF NOT EXISTS quarantine_open_idx ON ops.quarantine (table_name) WHERE resolved_at IS NULL;
+COMMENT ON TABLE ops.quarantine IS 'Rows rejected by a critical rule: batch, file, line, raw values and reason codes (docs/data_quality.md).';
+
+-- One row per table and batch once promoted, written in the same transaction as the rows: the
+-- marker that makes promotion restart-safe, and the reconciliation of that batch.
+-- Identity: staged = accepted + quarantined + duplicates.
+CREATE TABLE IF NOT EXISTS ops.reconciliation (
+    table_name      text        NOT NULL,
+    batch_id        text        NOT NULL,
+    run_id          bigint      REFERENCES ops.pipeline_runs (run_id) ON DELETE SET NULL,
+    staged          bigint      NOT NULL,
+    accepted        bigint      NOT NULL,   -- valid rows kept (the latest line of each key)
+    quarantined     bigint      NOT NULL,   -- rows sent to ops.quarantine by this batch
+    duplicates      bigint      NOT NULL,   -- exact + conflicting duplicates dropped
+    quarantined_by_reason jsonb NOT NULL DEFAULT '{}'::jsonb,   -- primary reason → rows
+    duplicates_by_kind    jsonb NOT NULL DEFAULT '{}'::jsonb,   -- exact_duplicate / conflicting_duplicate → rows
+    defaults        jsonb       NOT NULL DEFAULT '{}'::jsonb,   -- default rule → accepted rows it repaired
+    inserted        bigint      NOT NULL DEFAULT 0,   -- accepted rows new to production
+    updated         bigint      NOT NULL DEFAULT 0,   -- accepted rows that changed a production row
+    unchanged       bigint      NOT NULL DEFAULT 0,   -- accepted rows identical to production
+    resolved_later  bigint      NOT NULL DEFAULT 0,   -- quarantined rows promoted by a later run
+    promoted_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, batch_id),
+    CONSTRAINT reconciliation_identity CHECK (staged = accepted + quarantined + duplicates)
+);
+COMMENT ON TABLE ops.reconciliation IS 'Per table and batch: staged = accepted + quarantined + duplicates, with the detail by reason; doubles as the promoted-batch marker.';

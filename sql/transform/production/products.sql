@@ -1,0 +1,181 @@
+-- production.products from one batch of staging.products (or, with retry, from the open
+-- retryable rows of ops.quarantine). Builds _promote (every source row with its cleaned values,
+-- reason codes, defaults and outcome) and upserts the accepted rows; _finish.sql follows.
+-- Parameters: batch_id, retry, critical_rules (text[]), budget_below, premium_from.
+-- Rules: docs/data_quality.md.
+
+CREATE TEMP TABLE _promote ON COMMIT DROP AS
+WITH
+
+-- import ---------------------------------------------------------------------------------------
+source AS (
+    SELECT s.* FROM staging.products AS s
+    WHERE NOT %(retry)s AND s._batch_id = %(batch_id)s
+    UNION ALL
+    SELECT r.* FROM ops.quarantine AS q
+    CROSS JOIN LATERAL jsonb_populate_record(NULL::staging.products, q.raw) AS r
+    WHERE %(retry)s AND q.table_name = 'products' AND q.is_retryable AND q.resolved_at IS NULL
+),
+
+categories AS (
+    SELECT variant_key, canonical FROM production.lookup_values WHERE lookup = 'categories'
+),
+
+-- logic: trim and type -------------------------------------------------------------------------
+trimmed AS (
+    SELECT
+        s._batch_id, s._source_file, s._source_line,
+        to_jsonb(s) AS raw,
+        md5(ROW(s.product_id, s.product_name, s.category, s.sub_category, s.price, s.cost,
+                s.brand, s.stock_quantity, s.supplier_id)::text) AS raw_hash,
+        nullif(btrim(s.product_id), '') AS product_id,
+        nullif(btrim(s.product_name), '') AS product_name,
+        s.category AS category_raw,
+        nullif(btrim(s.sub_category), '') AS sub_category,
+        nullif(btrim(s.price), '') AS price_text,
+        nullif(btrim(s.cost), '') AS cost_text,
+        nullif(btrim(s.brand), '') AS brand,
+        nullif(btrim(s.stock_quantity), '') AS stock_text,
+        nullif(btrim(s.supplier_id), '') AS supplier_id,
+        (s.product_id <> btrim(s.product_id) OR s.product_name <> btrim(s.product_name)
+            OR s.sub_category <> btrim(s.sub_category) OR s.price <> btrim(s.price)
+            OR s.cost <> btrim(s.cost) OR s.brand <> btrim(s.brand)
+            OR s.stock_quantity <> btrim(s.stock_quantity)
+            OR s.supplier_id <> btrim(s.supplier_id)) IS TRUE AS had_whitespace
+    FROM source AS s
+),
+
+typed AS MATERIALIZED (
+    SELECT
+        t.*,
+        production.try_numeric(t.price_text) AS price,
+        production.try_numeric(t.cost_text) AS cost,
+        production.try_numeric(t.stock_text) AS stock_number,
+        c.canonical AS category_canonical
+    FROM trimmed AS t
+    LEFT JOIN categories AS c ON c.variant_key = production.lookup_key(t.category_raw)
+),
+
+checked AS (
+    SELECT
+        t.*,
+        -- critical reasons, most specific first (reason_codes[1] is the primary reason)
+        array_remove(ARRAY[
+            CASE WHEN t.product_id IS NULL THEN 'missing_id' END,
+            CASE WHEN t.product_name IS NULL OR t.price_text IS NULL OR t.cost_text IS NULL
+                 THEN 'missing_value' END,
+            CASE WHEN (t.price_text IS NOT NULL AND t.price IS NULL)
+                   OR (t.cost_text IS NOT NULL AND t.cost IS NULL)
+                   OR (t.stock_text IS NOT NULL
+                       AND (t.stock_number IS NULL OR t.stock_number <> trunc(t.stock_number)
+                            OR abs(t.stock_number) > 2147483647))
+                 THEN 'unparseable_number' END,
+            CASE WHEN t.price < 0 OR t.cost < 0 OR t.stock_number < 0 THEN 'invalid_amount' END,
+            CASE WHEN t.category_canonical IS NULL
+                  AND 'unknown_category' = ANY(%(critical_rules)s::text[]) THEN 'unknown_category' END
+        ], NULL) AS reason_codes,
+        -- defaults applied to an accepted row
+        array_remove(ARRAY[
+            CASE WHEN t.category_canonical IS NULL THEN 'unknown_category' END,
+            CASE WHEN t.category_canonical IS NOT NULL
+                  AND btrim(t.category_raw) <> t.category_canonical THEN 'category_normalised' END,
+            CASE WHEN t.had_whitespace
+                   OR (t.category_raw <> btrim(t.category_raw)
+                       AND btrim(t.category_raw) = t.category_canonical) THEN 'trimmed' END
+        ], NULL) AS defaults
+    FROM typed AS t
+),
+
+cleaned AS (
+    SELECT
+        c._batch_id, c._source_file, c._source_line, c.raw, c.raw_hash, c.reason_codes, c.defaults,
+        c.product_id,
+        c.product_name,
+        coalesce(c.category_canonical, 'unknown') AS category,
+        c.sub_category,
+        c.brand,
+        round(c.price, 2) AS price,
+        round(c.cost, 2) AS cost,
+        c.stock_number::integer AS stock_quantity,
+        c.supplier_id
+    FROM checked AS c
+),
+
+derived AS (
+    SELECT
+        c.*,
+        CASE WHEN c.price > 0 THEN round((c.price - c.cost) / c.price * 100, 2) END AS profit_margin,
+        CASE
+            WHEN c.price < %(budget_below)s THEN 'Budget'
+            WHEN c.price >= %(premium_from)s THEN 'Premium'
+            ELSE 'Mid-range'
+        END AS price_category
+    FROM cleaned AS c
+),
+
+-- logic: deduplicate by natural key (latest batch, then latest line, wins) ---------------------
+ranked AS (
+    SELECT
+        d.*,
+        row_number() OVER w AS key_rank,
+        first_value(d.raw_hash) OVER w AS winner_raw_hash
+    FROM derived AS d
+    WINDOW w AS (
+        PARTITION BY d.product_id, cardinality(d.reason_codes) = 0
+        ORDER BY d._batch_id DESC, d._source_line DESC
+    )
+),
+
+-- final ----------------------------------------------------------------------------------------
+final AS (
+    SELECT
+        r.*,
+        r.product_id AS natural_key,
+        md5(ROW(r.product_name, r.category, r.sub_category, r.brand, r.price, r.cost, r.price_category,
+                r.stock_quantity, r.supplier_id)::text) AS _row_hash,
+        CASE
+            WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined'
+            WHEN r.key_rank = 1 THEN 'accepted'
+            WHEN r.raw_hash = r.winner_raw_hash THEN 'exact_duplicate'
+            ELSE 'conflicting_duplicate'
+        END AS outcome,
+        false AS is_retryable
+    FROM ranked AS r
+)
+
+SELECT
+    f.*,
+    CASE WHEN f.outcome <> 'accepted' THEN NULL
+         WHEN p.product_id IS NULL THEN 'insert'
+         WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
+         ELSE 'unchanged'
+    END AS change
+FROM final AS f
+LEFT JOIN production.products AS p ON p.product_id = f.product_id AND f.outcome = 'accepted';
+
+INSERT INTO production.products AS p (
+    product_id, product_name, category, sub_category, brand, price, cost, profit_margin,
+    price_category, stock_quantity, supplier_id, _row_hash, _batch_id, _source_line
+)
+SELECT
+    product_id, product_name, category, sub_category, brand, price, cost, profit_margin,
+    price_category, stock_quantity, supplier_id, _row_hash, _batch_id, _source_line
+FROM _promote
+WHERE change IN ('insert', 'update')
+ON CONFLICT (product_id) DO UPDATE SET
+    product_name = EXCLUDED.product_name,
+    category = EXCLUDED.category,
+    sub_category = EXCLUDED.sub_category,
+    brand = EXCLUDED.brand,
+    price = EXCLUDED.price,
+    cost = EXCLUDED.cost,
+    profit_margin = EXCLUDED.profit_margin,
+    price_category = EXCLUDED.price_category,
+    stock_quantity = EXCLUDED.stock_quantity,
+    supplier_id = EXCLUDED.supplier_id,
+    _row_hash = EXCLUDED._row_hash,
+    _batch_id = EXCLUDED._batch_id,
+    _source_line = EXCLUDED._source_line,
+    updated_at = now()
+WHERE p._row_hash IS DISTINCT FROM EXCLUDED._row_hash
+  AND EXCLUDED._batch_id >= p._batch_id;
