@@ -25,6 +25,8 @@ EPILOG = """exit codes:
   4    bad input file (header, encoding, quoting, field count, changed file …)
   5    data-quality gate failed
   6    another run is in progress on this database
+  7    monitor: health degraded (a check is past its warning threshold)
+  8    monitor: health critical (a check is past its critical threshold, or no database)
   130  interrupted
 """
 
@@ -139,6 +141,32 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the latest runs from the run ledger")
     _global_flags(status, suppress=True)
     status.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+
+    monitor = sub.add_parser(
+        "monitor",
+        help="check pipeline health, write monitoring_report.json and send alerts "
+        "(exit 0 healthy, 7 degraded, 8 critical)",
+    )
+    _global_flags(monitor, suppress=True)
+    monitor.add_argument("--json", action="store_true", help="print the report as JSON")
+    monitor.add_argument(
+        "--no-alerts", action="store_true", help="do not send alerts (report and ops rows only)"
+    )
+
+    dictionary = sub.add_parser(
+        "data-dictionary",
+        help="write docs/data_dictionary.md from the database catalog (applies the DDL first)",
+    )
+    _global_flags(dictionary, suppress=True)
+    dictionary.add_argument(
+        "--output", metavar="PATH", help="file to write (default docs/data_dictionary.md)"
+    )
+    dictionary.add_argument(
+        "--schema",
+        action="append",
+        metavar="NAME",
+        help="schema to document; repeat for several (default: warehouse)",
+    )
     return parser
 
 
@@ -178,7 +206,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(plan(settings, stages, _options(args)), indent=2))
         return ExitCode.OK
-    report = run_pipeline(settings, _options(args), stages, resume=args.resume)
+    try:
+        report = run_pipeline(settings, _options(args), stages, resume=args.resume)
+    finally:
+        health = _monitor_after_run(settings)
     if args.json:
         from dataclasses import asdict
 
@@ -196,7 +227,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"  BI connection URL: {url}")
     print(f"  report: {settings.processed_dir / 'pipeline_execution_report.json'}")
+    if health:
+        print(f"  health: {health}")
     return ExitCode.OK
+
+
+def _monitor_after_run(settings: Settings) -> str | None:
+    """Monitoring at the end of every run; it never changes the run's outcome."""
+    from dwh.monitoring import run_checks
+
+    try:
+        report = run_checks(settings)
+    except Exception:  # monitoring must not turn a finished run into a failure
+        log.exception("monitoring after the run failed")
+        return None
+    return f"{report.health} (score {report.score:g}), {report.report_path}"
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -268,11 +313,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Exit 0 healthy, 7 degraded, 8 critical (an unreachable database is critical)."""
+    from dataclasses import asdict
+
+    from dwh.monitoring import describe, run_checks
+
+    settings = _settings(args)
+    report = run_checks(settings, send_alerts=not args.no_alerts)
+    print(json.dumps(asdict(report), indent=2, default=str) if args.json else describe(report))
+    return report.exit_code
+
+
+def cmd_data_dictionary(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dwh import data_dictionary, db
+
+    settings = _settings(args)
+    conn = db.connect(db.resolve_url(settings))
+    try:
+        db.apply_ddl(conn)
+        path = data_dictionary.write(
+            conn,
+            Path(args.output) if args.output else data_dictionary.DEFAULT_PATH,
+            tuple(args.schema or data_dictionary.DEFAULT_SCHEMAS),
+        )
+    finally:
+        conn.close()
+    print(f"wrote {path}")
+    return ExitCode.OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "generate": cmd_generate,
     "db": cmd_db,
     "status": cmd_status,
+    "monitor": cmd_monitor,
+    "data-dictionary": cmd_data_dictionary,
 }
 
 

@@ -32,7 +32,15 @@ from dwh.settings import Settings, mask_url
 from dwh.stage import RunContext, RunOptions, StageResult
 
 # The stages, in the order they run. Each is a module dwh.stages.<name> with run(conn, settings, ctx).
-STAGES: tuple[str, ...] = ("generate", "ingest")
+STAGES: tuple[str, ...] = (
+    "generate",
+    "ingest",
+    "quality",
+    "production",
+    "warehouse",
+    "aggregates",
+    "analytics",
+)
 
 PIPELINE_LOCK_KEY = "dwh.pipeline"
 log = logging.getLogger("dwh")

@@ -1,0 +1,82 @@
+"""Aggregates stage: refresh the agg_* tables for what the warehouse stage changed.
+
+The warehouse stage queues the keys (dates, customers, products) of every order line it inserts
+or changes, in the same transaction as the facts (ops.warehouse_refresh_queue). This stage, in
+one transaction, locks the queue, recomputes only the touched keys of each aggregate (delete
+them, insert them again from fact_sales) and empties the queue. Values that depend on all rows
+(product revenue ranks, recency as of the last order date, cohort sizes) are re-derived from the
+aggregates themselves, never from the facts. With --full-refresh, or when the warehouse stage
+queued a full rebuild, every aggregate is rebuilt from fact_sales; both paths give the same
+tables (tests/integration/test_warehouse_pipeline.py). Details: docs/warehouse.md.
+"""
+
+from __future__ import annotations
+
+import psycopg2.extensions
+
+from dwh.settings import Settings
+from dwh.stage import RunContext, StageResult
+from dwh.stages.warehouse import SQL, run_sql
+
+STAGE = "aggregates"
+
+# Refresh order matters: cohorts read the first purchase dates of agg_customer_metrics.
+AGGREGATES: tuple[str, ...] = (
+    "agg_daily_sales",
+    "agg_payment_method_daily",
+    "agg_discount_daily",
+    "agg_product_performance",
+    "agg_customer_metrics",
+    "agg_monthly_cohorts",
+)
+
+
+def _params(settings: Settings, full: bool) -> dict[str, object]:
+    wh = settings.warehouse
+    params: dict[str, object] = {
+        "full": full,
+        "vip_min_spent": wh.vip_min_total_spent,
+        "regular_min_transactions": wh.regular_min_transactions,
+    }
+    for prefix, bounds in (
+        ("r", wh.rfm_recency_days),
+        ("f", wh.rfm_frequency_orders),
+        ("m", wh.rfm_monetary_spent),
+    ):
+        for number, bound in enumerate(bounds, start=1):
+            params[f"{prefix}{number}"] = bound
+    return params
+
+
+def _row_count(conn: psycopg2.extensions.connection, table: str) -> int:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM warehouse.{table}")  # table: a constant above
+        return int(cur.fetchone()[0])
+
+
+def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
+    touched = run_sql(conn, f"{SQL}/agg_refresh_keys.sql", {})
+    full = ctx.options.full_refresh or bool(touched["full_refresh_queued"])
+    if not full and not any(touched[k] for k in ("dates", "products", "customers")):
+        ctx.log.info("nothing queued: aggregates are up to date")
+        return StageResult(details={"full_refresh": False, "touched": touched})
+    params = _params(settings, full)
+    rows: dict[str, int] = {}
+    for table in AGGREGATES:
+        run_sql(conn, f"{SQL}/{table}.sql", params)
+        rows[table] = _row_count(conn, table)
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM ops.warehouse_refresh_queue")
+        queued = cur.rowcount
+    ctx.log.info(
+        "%s: %d dates, %d products, %d customers",
+        "rebuilt" if full else "refreshed",
+        touched["dates"],
+        touched["products"],
+        touched["customers"],
+    )
+    return StageResult(
+        rows_in=queued,
+        rows_out=sum(rows.values()),
+        details={"full_refresh": full, "touched": touched, "rows": rows},
+    )

@@ -1,0 +1,133 @@
+"""Warehouse stage: merge the dimensions (SCD type 2) and load fact_sales incrementally.
+
+All in the stage's one transaction, in this order: dim_customers and dim_products are merged
+from the production rows written since the last merge (change detection by a hash of the
+tracked attributes); the order lines written since the last load are selected; the payment
+methods and calendar days they need are added; unknown customers or products get inferred
+members; the lines are inserted (or updated, if production changed them) with the dimension
+versions valid on their order dates; and the keys they touched are queued for the aggregates
+stage. What is "new" is derived from the data (production updated_at against the watermarks in
+ops.warehouse_watermarks, written in the same transaction), so a killed run leaves nothing
+behind and the next run redoes the work. --full-refresh reloads fact_sales from all of
+production and queues a full rebuild of the aggregates; the dimensions keep their history (it
+exists nowhere else) and are re-compared with every production row. Details: docs/warehouse.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from dwh.contract import PAYMENT_METHODS
+from dwh.db import sql_path
+from dwh.settings import Settings
+from dwh.stage import RunContext, StageResult
+
+STAGE = "warehouse"
+SQL = "transform/warehouse"
+BI_ROLE = "bi_reader"
+BI_PASSWORD_ENV = "DWH_BI_READER_PASSWORD"
+
+
+def run_sql(
+    conn: psycopg2.extensions.connection, relative: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Execute a multi-statement file under sql/; returns its last statement's row as a dict."""
+    text = sql_path(relative).read_text(encoding="utf-8")
+    with conn.cursor() as cur:
+        cur.execute(text, params)
+        if cur.description is None:
+            return {}
+        row = cur.fetchone()
+        if row is None:
+            return {}
+        return {col.name: value for col, value in zip(cur.description, row, strict=True)}
+
+
+def _full_refresh_reset(conn: psycopg2.extensions.connection) -> None:
+    """Forget what was loaded: every production row is looked at again, facts are reloaded."""
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE warehouse.fact_sales RESTART IDENTITY")
+        cur.execute("DELETE FROM ops.warehouse_watermarks")
+        cur.execute("DELETE FROM ops.warehouse_refresh_queue")
+        cur.execute("INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true)")
+
+
+def _grant_bi_login(conn: psycopg2.extensions.connection, ctx: RunContext) -> str:
+    """Give bi_reader LOGIN and the password from the environment, when one is set."""
+    password = os.environ.get(BI_PASSWORD_ENV)
+    if not password:
+        return "nologin"
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT bi_login")
+        try:
+            cur.execute(f"ALTER ROLE {BI_ROLE} WITH LOGIN PASSWORD %s", (password,))
+        except psycopg2.Error as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT bi_login")
+            ctx.log.warning(
+                "cannot set the password of role %s (%s): BI users cannot log in as it",
+                BI_ROLE,
+                (exc.pgerror or str(exc)).strip().splitlines()[0],
+            )
+            return "unchanged"
+        cur.execute("RELEASE SAVEPOINT bi_login")
+    return "login"
+
+
+def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
+    wh = settings.warehouse
+    full = ctx.options.full_refresh
+    if full:
+        _full_refresh_reset(conn)
+        ctx.log.info("full refresh: fact_sales emptied, every production row is looked at")
+
+    scd = {"full_refresh": full, "first_from": wh.first_version_effective_from}
+    customers = run_sql(conn, f"{SQL}/dim_customers.sql", scd)
+    products = run_sql(conn, f"{SQL}/dim_products.sql", scd)
+    candidates = run_sql(conn, f"{SQL}/fact_sales_candidates.sql", {"full_refresh": full})
+    methods = run_sql(conn, f"{SQL}/dim_payment_method.sql", {"methods": list(PAYMENT_METHODS)})
+    dates = run_sql(
+        conn,
+        f"{SQL}/dim_date.sql",
+        {
+            "padding": wh.date_padding_years,
+            "holidays": list(wh.holidays),
+            "fiscal_start": wh.fiscal_year_start_month,
+        },
+    )
+    facts = run_sql(conn, f"{SQL}/fact_sales.sql", scd) or {
+        "inserted": 0,
+        "updated": 0,
+        "inferred_customers": 0,
+        "inferred_products": 0,
+        "queued_keys": 0,
+    }
+    bi_login = _grant_bi_login(conn, ctx)
+    ctx.log.info(
+        "customers: %d new, %d changed; products: %d new, %d changed; "
+        "facts: %d inserted, %d updated (of %d candidate lines)",
+        customers["new"],
+        customers["changed"],
+        products["new"],
+        products["changed"],
+        facts["inserted"],
+        facts["updated"],
+        candidates["candidates"],
+    )
+    return StageResult(
+        rows_in=int(candidates["candidates"]),
+        rows_out=int(facts["inserted"]) + int(facts["updated"]),
+        details={
+            "full_refresh": full,
+            "dim_customers": customers,
+            "dim_products": products,
+            "dim_payment_method": methods,
+            "dim_date": dates,
+            "fact_sales": facts,
+            "bi_reader": bi_login,
+        },
+    )

@@ -1,0 +1,80 @@
+-- agg_customer_metrics: delete the touched customers, insert them again from fact_sales (all
+-- versions of a customer_id together); then, for every customer whose as-of date moved (the
+-- last order date in the data), recompute recency, its score and the RFM segment (one row per
+-- customer: no fact scan). Scores use fixed thresholds from config (docs/warehouse.md).
+-- Parameters: full; r1..r4 (recency days), f1..f4 (orders), m1..m4 (money), vip_min_spent,
+-- regular_min_transactions. Returns the rows whose recency was recomputed.
+
+DELETE FROM warehouse.agg_customer_metrics
+WHERE %(full)s OR customer_id IN (SELECT customer_id FROM _agg_customers);
+
+INSERT INTO warehouse.agg_customer_metrics (
+    customer_id, transactions, total_spent, avg_order_value, first_purchase_date,
+    last_purchase_date, frequency_score, monetary_score, customer_segment
+)
+SELECT
+    s.customer_id,
+    s.transactions,
+    s.total_spent,
+    round(s.total_spent / s.transactions, 2),
+    s.first_purchase_date,
+    s.last_purchase_date,
+    1 + (s.transactions >= %(f1)s)::int + (s.transactions >= %(f2)s)::int
+      + (s.transactions >= %(f3)s)::int + (s.transactions >= %(f4)s)::int,
+    1 + (s.total_spent >= %(m1)s)::int + (s.total_spent >= %(m2)s)::int
+      + (s.total_spent >= %(m3)s)::int + (s.total_spent >= %(m4)s)::int,
+    CASE
+        WHEN s.total_spent >= %(vip_min_spent)s THEN 'VIP'
+        WHEN s.transactions >= %(regular_min_transactions)s THEN 'Regular'
+        ELSE 'New'
+    END
+FROM (
+    SELECT
+        c.customer_id,
+        count(DISTINCT f.transaction_id)  AS transactions,
+        sum(f.line_total)                 AS total_spent,
+        min(d.full_date)                  AS first_purchase_date,
+        max(d.full_date)                  AS last_purchase_date
+    FROM warehouse.fact_sales f
+    JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
+    JOIN warehouse.dim_date d ON d.date_key = f.date_key
+    WHERE %(full)s OR c.customer_id IN (SELECT customer_id FROM _agg_customers)
+    GROUP BY c.customer_id
+) s;
+
+WITH as_of AS (
+    SELECT d.full_date AS as_of_date
+    FROM warehouse.dim_date d
+    WHERE d.date_key = (SELECT max(date_key) FROM warehouse.fact_sales)
+),
+scored AS (
+    SELECT
+        m.customer_id,
+        a.as_of_date,
+        a.as_of_date - m.last_purchase_date AS days_since,
+        CASE
+            WHEN a.as_of_date - m.last_purchase_date <= %(r1)s THEN 5
+            WHEN a.as_of_date - m.last_purchase_date <= %(r2)s THEN 4
+            WHEN a.as_of_date - m.last_purchase_date <= %(r3)s THEN 3
+            WHEN a.as_of_date - m.last_purchase_date <= %(r4)s THEN 2
+            ELSE 1
+        END AS recency_score
+    FROM warehouse.agg_customer_metrics m
+    CROSS JOIN as_of a
+    WHERE m.as_of_date IS DISTINCT FROM a.as_of_date OR m.recency_score IS NULL
+)
+UPDATE warehouse.agg_customer_metrics m
+SET as_of_date = s.as_of_date,
+    days_since_last_purchase = s.days_since,
+    recency_score = s.recency_score,
+    rfm_segment = CASE
+        WHEN s.recency_score >= 4 AND m.frequency_score >= 4 AND m.monetary_score >= 4
+            THEN 'Champions'
+        WHEN s.recency_score >= 3 AND m.frequency_score >= 3 THEN 'Loyal'
+        WHEN s.recency_score >= 4 THEN 'Promising'
+        WHEN s.recency_score <= 2 AND m.frequency_score >= 3 THEN 'At Risk'
+        WHEN s.recency_score <= 2 THEN 'Hibernating'
+        ELSE 'Need Attention'
+    END
+FROM scored s
+WHERE m.customer_id = s.customer_id;

@@ -1,0 +1,114 @@
+-- agg_monthly_cohorts: recompute the cohort x month cells the touched customers were active in;
+-- rebuild whole cohorts a customer moved into or out of (an earlier first purchase arrived);
+-- then refresh cohort sizes and retention rates (one row per cell: no fact scan).
+-- Runs after agg_customer_metrics.sql (it reads the new first purchase dates).
+-- Parameter: full (every cohort). Returns the cells whose size or rate changed.
+
+DROP TABLE IF EXISTS _agg_cohort_moves, _agg_cohort_rebuild, _agg_cohort_cells;
+
+CREATE TEMP TABLE _agg_cohort_moves ON COMMIT DROP AS
+SELECT t.customer_id, t.old_cohort,
+       date_trunc('month', m.first_purchase_date)::date AS new_cohort
+FROM _agg_customers t
+LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = t.customer_id;
+
+CREATE TEMP TABLE _agg_cohort_rebuild ON COMMIT DROP AS
+SELECT old_cohort AS cohort_month FROM _agg_cohort_moves
+WHERE old_cohort IS NOT NULL AND old_cohort IS DISTINCT FROM new_cohort
+UNION
+SELECT new_cohort FROM _agg_cohort_moves
+WHERE old_cohort IS NOT NULL AND new_cohort IS NOT NULL AND old_cohort <> new_cohort;
+
+CREATE TEMP TABLE _agg_cohort_cells ON COMMIT DROP AS
+SELECT DISTINCT m.new_cohort AS cohort_month, c.activity_month
+FROM _agg_cells c
+JOIN _agg_cohort_moves m ON m.customer_id = c.customer_id
+WHERE m.new_cohort IS NOT NULL
+  AND m.new_cohort NOT IN (SELECT cohort_month FROM _agg_cohort_rebuild);
+
+ANALYZE _agg_cohort_rebuild;
+ANALYZE _agg_cohort_cells;
+
+DELETE FROM warehouse.agg_monthly_cohorts a
+WHERE %(full)s
+   OR a.cohort_month IN (SELECT cohort_month FROM _agg_cohort_rebuild)
+   OR (a.cohort_month, a.activity_month) IN
+      (SELECT cohort_month, activity_month FROM _agg_cohort_cells);
+
+-- cells: only the facts of the touched months
+INSERT INTO warehouse.agg_monthly_cohorts (
+    cohort_month, months_since, activity_month, cohort_size, active_customers, retention_rate,
+    revenue
+)
+SELECT
+    x.cohort_month,
+    ((extract(year FROM x.activity_month) - extract(year FROM x.cohort_month)) * 12
+      + extract(month FROM x.activity_month) - extract(month FROM x.cohort_month))::integer,
+    x.activity_month,
+    0,
+    count(DISTINCT x.customer_id),
+    0,
+    sum(x.line_total)
+FROM (
+    SELECT
+        date_trunc('month', m.first_purchase_date)::date  AS cohort_month,
+        date_trunc('month', d.full_date)::date            AS activity_month,
+        c.customer_id,
+        f.line_total
+    FROM warehouse.fact_sales f
+    JOIN warehouse.dim_date d ON d.date_key = f.date_key
+    JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
+    JOIN warehouse.agg_customer_metrics m ON m.customer_id = c.customer_id
+    WHERE %(full)s
+       OR f.date_key IN (
+            SELECT dd.date_key FROM warehouse.dim_date dd
+            WHERE date_trunc('month', dd.full_date)::date IN
+                  (SELECT activity_month FROM _agg_cohort_cells))
+) x
+WHERE %(full)s
+   OR (x.cohort_month, x.activity_month) IN
+      (SELECT cohort_month, activity_month FROM _agg_cohort_cells)
+GROUP BY x.cohort_month, x.activity_month;
+
+-- whole cohorts: only the facts of their customers
+INSERT INTO warehouse.agg_monthly_cohorts (
+    cohort_month, months_since, activity_month, cohort_size, active_customers, retention_rate,
+    revenue
+)
+SELECT
+    x.cohort_month,
+    ((extract(year FROM x.activity_month) - extract(year FROM x.cohort_month)) * 12
+      + extract(month FROM x.activity_month) - extract(month FROM x.cohort_month))::integer,
+    x.activity_month,
+    0,
+    count(DISTINCT x.customer_id),
+    0,
+    sum(x.line_total)
+FROM (
+    SELECT
+        date_trunc('month', m.first_purchase_date)::date  AS cohort_month,
+        date_trunc('month', d.full_date)::date            AS activity_month,
+        c.customer_id,
+        f.line_total
+    FROM warehouse.agg_customer_metrics m
+    JOIN warehouse.dim_customers c ON c.customer_id = m.customer_id
+    JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
+    JOIN warehouse.dim_date d ON d.date_key = f.date_key
+    WHERE NOT %(full)s
+      AND date_trunc('month', m.first_purchase_date)::date IN
+          (SELECT cohort_month FROM _agg_cohort_rebuild)
+) x
+GROUP BY x.cohort_month, x.activity_month;
+
+UPDATE warehouse.agg_monthly_cohorts a
+SET cohort_size = s.cohort_size,
+    retention_rate = round(a.active_customers::numeric / s.cohort_size, 4)
+FROM (
+    SELECT date_trunc('month', first_purchase_date)::date AS cohort_month,
+           count(*)::integer AS cohort_size
+    FROM warehouse.agg_customer_metrics
+    GROUP BY 1
+) s
+WHERE a.cohort_month = s.cohort_month
+  AND (a.cohort_size, a.retention_rate)
+      IS DISTINCT FROM (s.cohort_size, round(a.active_customers::numeric / s.cohort_size, 4));

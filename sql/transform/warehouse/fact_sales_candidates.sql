@@ -1,0 +1,47 @@
+-- The order lines the fact load looks at: production lines, or their orders, written since the
+-- last load (every line on --full-refresh). Feeds dim_payment_method.sql, dim_date.sql and
+-- fact_sales.sql in the same transaction. Parameter: full_refresh.
+-- Returns one row: candidate lines.
+
+DROP TABLE IF EXISTS _wh_items;
+CREATE TEMP TABLE _wh_items ON COMMIT DROP AS
+WITH watermarks AS (
+    SELECT
+        coalesce(max(updated_at) FILTER (WHERE source_table = 'production.transaction_items'),
+                 '-infinity') AS items_after,
+        coalesce(max(updated_at) FILTER (WHERE source_table = 'production.transactions'),
+                 '-infinity') AS transactions_after
+    FROM ops.warehouse_watermarks
+),
+changed_items AS (
+    SELECT i.item_id
+    FROM production.transaction_items i, watermarks w
+    WHERE %(full_refresh)s OR i.updated_at > w.items_after
+    UNION
+    SELECT i.item_id
+    FROM production.transactions t
+    JOIN production.transaction_items i ON i.transaction_id = t.transaction_id
+    CROSS JOIN watermarks w
+    WHERE NOT %(full_refresh)s AND t.updated_at > w.transactions_after
+)
+SELECT
+    i.item_id,
+    i.transaction_id,
+    i.product_id,
+    i.quantity,
+    i.unit_price,
+    i.discount_percentage,
+    i.line_total,
+    i._batch_id,
+    t.customer_id,
+    t.transaction_date,
+    t.payment_method,
+    i.updated_at  AS item_updated_at,
+    t.updated_at  AS transaction_updated_at
+FROM changed_items c
+JOIN production.transaction_items i ON i.item_id = c.item_id
+JOIN production.transactions t ON t.transaction_id = i.transaction_id;
+
+ANALYZE _wh_items;
+
+SELECT count(*) AS candidates FROM _wh_items;

@@ -1,0 +1,621 @@
+"""The warehouse and aggregates stages on a small known dataset written into production:
+reconciliation, SCD2, inferred members, idempotence, incremental = full refresh, BI access."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from decimal import Decimal
+
+import psycopg2
+import psycopg2.errors
+import pytest
+from test_warehouse_support import (
+    BATCH_1,
+    BATCH_2,
+    Batch,
+    Customer,
+    Item,
+    Product,
+    Transaction,
+    fetch,
+    load_batch,
+    merged,
+    open_warehouse,
+    run_stages,
+    scalar,
+    table_checksums,
+)
+
+pytestmark = pytest.mark.integration
+
+D = Decimal
+AGGREGATES = (
+    "agg_daily_sales",
+    "agg_payment_method_daily",
+    "agg_discount_daily",
+    "agg_product_performance",
+    "agg_customer_metrics",
+    "agg_monthly_cohorts",
+)
+
+
+@pytest.fixture
+def wh(db_url, make_settings):
+    conn = open_warehouse(db_url)
+    try:
+        yield conn, make_settings(db_url)
+    finally:
+        conn.close()
+
+
+def _cost_on(product_id: str, day: dt.date) -> Decimal:
+    """The product's cost valid on a day, from the batches' history (independent of the SQL)."""
+    cost = None
+    for batch in (BATCH_1, BATCH_2):
+        for p in batch.products:
+            if p.product_id == product_id and (
+                cost is None or batch.business_date is None or day >= batch.business_date
+            ):
+                cost = p.cost
+    assert cost is not None
+    return cost
+
+
+def _load_both(conn, settings) -> None:
+    load_batch(conn, BATCH_1)
+    run_stages(conn, settings)
+    load_batch(conn, BATCH_2)
+    run_stages(conn, settings)
+
+
+def test_fact_reconciles_with_production_and_aggregates_with_the_fact(wh):
+    conn, settings = wh
+    _load_both(conn, settings)
+    data = merged([BATCH_1, BATCH_2])
+    dates = {t.transaction_id: t.transaction_date for t in data.transactions}
+
+    assert scalar(conn, "SELECT count(*) FROM warehouse.fact_sales") == len(data.items) == 14
+    assert scalar(conn, "SELECT count(*) FROM production.transaction_items") == 14
+    total, quantity, profit = fetch(
+        conn, "SELECT sum(line_total), sum(quantity), sum(profit) FROM warehouse.fact_sales"
+    )[0]
+    assert total == sum(i.line_total for i in data.items)
+    assert total == scalar(conn, "SELECT sum(line_total) FROM production.transaction_items")
+    assert quantity == sum(i.quantity for i in data.items)
+    expected_profit = sum(
+        i.line_total - _cost_on(i.product_id, dates[i.transaction_id]) * i.quantity
+        for i in data.items
+    )
+    assert profit == expected_profit
+    # every key set and resolving, none pointing at an unknown member
+    assert (
+        scalar(
+            conn,
+            """SELECT count(*) FROM warehouse.fact_sales f
+               LEFT JOIN warehouse.dim_date d ON d.date_key = f.date_key
+               LEFT JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
+               LEFT JOIN warehouse.dim_products p ON p.product_key = f.product_key
+               LEFT JOIN warehouse.dim_payment_method m
+                      ON m.payment_method_key = f.payment_method_key
+               WHERE d.date_key IS NULL OR c.customer_key IS NULL OR p.product_key IS NULL
+                  OR m.payment_method_key IS NULL
+                  OR -1 IN (f.date_key, f.customer_key, f.product_key, f.payment_method_key)""",
+        )
+        == 0
+    )
+    # the version a line points at is valid on its order date
+    assert (
+        scalar(
+            conn,
+            """SELECT count(*) FROM warehouse.fact_sales f
+               JOIN warehouse.dim_date d ON d.date_key = f.date_key
+               JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
+               JOIN warehouse.dim_products p ON p.product_key = f.product_key
+               WHERE NOT (d.full_date >= c.effective_from AND d.full_date < c.effective_to)
+                  OR NOT (d.full_date >= p.effective_from AND d.full_date < p.effective_to)""",
+        )
+        == 0
+    )
+    # every aggregate reconciles with the fact
+    fact = fetch(
+        conn,
+        """SELECT sum(line_total), sum(profit), sum(quantity), count(*),
+                  count(DISTINCT transaction_id), sum(cost_amount), sum(gross_amount),
+                  sum(discount_amount)
+           FROM warehouse.fact_sales""",
+    )[0]
+    rev, prof, qty, items, orders, cost, gross, disc = fact
+    assert fetch(
+        conn,
+        "SELECT sum(revenue), sum(profit), sum(quantity), sum(items), sum(transactions)"
+        " FROM warehouse.agg_daily_sales",
+    )[0] == (rev, prof, qty, items, orders)
+    assert fetch(
+        conn,
+        "SELECT sum(revenue), sum(profit), sum(items), sum(transactions)"
+        " FROM warehouse.agg_payment_method_daily",
+    )[0] == (rev, prof, items, orders)
+    assert fetch(
+        conn,
+        "SELECT sum(revenue), sum(profit), sum(items), sum(quantity), sum(gross_amount),"
+        " sum(discount_amount) FROM warehouse.agg_discount_daily",
+    )[0] == (rev, prof, items, qty, gross, disc)
+    assert fetch(
+        conn,
+        "SELECT sum(revenue), sum(profit), sum(quantity_sold), sum(cost)"
+        " FROM warehouse.agg_product_performance",
+    )[0] == (rev, prof, qty, cost)
+    assert fetch(
+        conn, "SELECT sum(total_spent), sum(transactions) FROM warehouse.agg_customer_metrics"
+    )[0] == (rev, orders)
+    assert scalar(conn, "SELECT sum(revenue) FROM warehouse.agg_monthly_cohorts") == rev
+    assert gross == disc + rev
+
+
+def test_scd2_change_closes_the_old_version_and_keeps_history_in_the_facts(wh):
+    conn, settings = wh
+    load_batch(conn, BATCH_1)
+    run_stages(conn, settings)
+    old_key = scalar(
+        conn, "SELECT customer_key FROM warehouse.dim_customers WHERE customer_id = 'C1'"
+    )
+    load_batch(conn, BATCH_2)
+    run_stages(conn, settings)
+
+    versions = fetch(
+        conn,
+        """SELECT customer_key, city, effective_from, effective_to, is_current
+           FROM warehouse.dim_customers WHERE customer_id = 'C1' ORDER BY effective_from""",
+    )
+    assert versions == [
+        (old_key, "Mumbai", dt.date(1900, 1, 1), dt.date(2024, 3, 10), False),
+        (versions[1][0], "Delhi", dt.date(2024, 3, 10), dt.date(9999, 12, 31), True),
+    ]
+    new_key = versions[1][0]
+    assert new_key != old_key
+    keys = dict(
+        fetch(
+            conn,
+            """SELECT f.transaction_id, f.customer_key FROM warehouse.fact_sales f
+               JOIN warehouse.dim_customers c USING (customer_key)
+               WHERE c.customer_id = 'C1'""",
+        )
+    )
+    assert keys == {"T01": old_key, "T03": old_key, "T07": old_key, "T08": new_key}
+    # unchanged customers are untouched: one version each
+    assert fetch(
+        conn,
+        "SELECT customer_id, count(*) FROM warehouse.dim_customers"
+        " WHERE customer_id IN ('C2', 'C3', 'C4', 'C5') GROUP BY 1 ORDER BY 1",
+    ) == [("C2", 1), ("C3", 1), ("C4", 1), ("C5", 1)]
+    # the product's cost change: earlier lines keep the old cost, later ones get the new one
+    costs = dict(
+        fetch(
+            conn,
+            "SELECT f.item_id, f.cost_amount / f.quantity FROM warehouse.fact_sales f"
+            " WHERE f.item_id IN ('I02', 'I10', 'I11')",
+        )
+    )
+    assert costs == {"I02": D("15"), "I10": D("15"), "I11": D("18")}
+    # one current version per entity, ranges continuous and non-overlapping
+    assert (
+        scalar(
+            conn,
+            """SELECT count(*) FROM (
+                 SELECT effective_to, lead(effective_from) OVER w AS next_from, is_current
+                 FROM warehouse.dim_customers WINDOW w AS (PARTITION BY customer_id
+                                                           ORDER BY effective_from)) v
+               WHERE (next_from IS NULL) <> is_current
+                  OR (next_from IS NOT NULL AND next_from <> effective_to)""",
+        )
+        == 0
+    )
+
+
+def test_two_changes_on_one_business_day_keep_ranges_continuous(wh):
+    conn, settings = wh
+    _load_both(conn, settings)
+    again = Batch(
+        "batch_0003",
+        BATCH_2.business_date,
+        customers=[replace(BATCH_2.customers[0], city="Kolkata", state="West Bengal")],
+    )
+    load_batch(conn, again)
+    run_stages(conn, settings)
+    assert fetch(
+        conn,
+        """SELECT city, effective_from, effective_to, is_current FROM warehouse.dim_customers
+           WHERE customer_id = 'C1' ORDER BY effective_from""",
+    ) == [
+        ("Mumbai", dt.date(1900, 1, 1), dt.date(2024, 3, 10), False),
+        ("Kolkata", dt.date(2024, 3, 10), dt.date(9999, 12, 31), True),
+    ]
+    # a later business day opens a third version
+    later = Batch("batch_0004", dt.date(2024, 3, 20), customers=[replace(CUSTOMER_C1, city="Goa")])
+    load_batch(conn, later)
+    run_stages(conn, settings)
+    assert fetch(
+        conn,
+        """SELECT city, effective_from, effective_to FROM warehouse.dim_customers
+           WHERE customer_id = 'C1' ORDER BY effective_from""",
+    ) == [
+        ("Mumbai", dt.date(1900, 1, 1), dt.date(2024, 3, 10)),
+        ("Kolkata", dt.date(2024, 3, 10), dt.date(2024, 3, 20)),
+        ("Goa", dt.date(2024, 3, 20), dt.date(9999, 12, 31)),
+    ]
+
+
+CUSTOMER_C1 = BATCH_1.customers[0]
+
+
+def test_batch_without_business_date_uses_its_last_order_date(wh):
+    conn, settings = wh
+    load_batch(conn, BATCH_1)
+    run_stages(conn, settings)
+    undated = Batch(
+        "batch_0002",
+        None,
+        customers=[replace(CUSTOMER_C1, city="Delhi")],
+        transactions=[Transaction("T20", "C2", dt.date(2024, 3, 14), "UPI")],
+        items=[Item("I20", "T20", "P4", 1, D("20.00"), D("0"))],
+    )
+    load_batch(conn, undated)
+    run_stages(conn, settings)
+    assert fetch(
+        conn,
+        "SELECT effective_from FROM warehouse.dim_customers"
+        " WHERE customer_id = 'C1' AND is_current",
+    ) == [(dt.date(2024, 3, 14),)]
+
+
+def test_late_arriving_customer_and_product_get_inferred_members(wh):
+    conn, settings = wh
+    load_batch(conn, BATCH_1)
+    # a source where orders may arrive before their customer and product
+    with conn.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE production.transactions DROP CONSTRAINT transactions_customer_id_fkey"
+        )
+        cur.execute(
+            "ALTER TABLE production.transaction_items"
+            " DROP CONSTRAINT transaction_items_product_id_fkey"
+        )
+    conn.commit()
+    early = Batch(
+        "batch_0002",
+        dt.date(2024, 3, 10),
+        transactions=[Transaction("T30", "C9", dt.date(2024, 3, 10), "UPI")],
+        items=[Item("I30", "T30", "P9", 2, D("100.00"), D("0"))],
+    )
+    load_batch(conn, early)
+    run_stages(conn, settings)
+    customer = fetch(
+        conn,
+        "SELECT customer_key, is_inferred, full_name FROM warehouse.dim_customers"
+        " WHERE customer_id = 'C9'",
+    )
+    product = fetch(
+        conn,
+        "SELECT product_key, is_inferred, cost FROM warehouse.dim_products WHERE product_id = 'P9'",
+    )
+    assert [row[1:] for row in customer] == [(True, None)]
+    assert [row[1:] for row in product] == [(True, None)]
+    line = fetch(
+        conn,
+        "SELECT customer_key, product_key, cost_amount, profit FROM warehouse.fact_sales"
+        " WHERE item_id = 'I30'",
+    )
+    assert line == [(customer[0][0], product[0][0], D("0.00"), D("200.00"))]
+
+    late = Batch(
+        "batch_0003",
+        dt.date(2024, 3, 11),
+        customers=[Customer("C9", "Ira", "Sen", "Patna", "Bihar")],
+        products=[Product("P9", "Lamp", "Home & Kitchen", D("100.00"), D("70.00"))],
+    )
+    load_batch(conn, late)
+    run_stages(conn, settings)
+    # completed in place: the same key, no second version, the fact keeps pointing at it
+    assert fetch(
+        conn,
+        "SELECT customer_key, is_inferred, full_name, city FROM warehouse.dim_customers"
+        " WHERE customer_id = 'C9'",
+    ) == [(customer[0][0], False, "Ira Sen", "Patna")]
+    assert fetch(
+        conn,
+        "SELECT product_key, is_inferred, cost FROM warehouse.dim_products WHERE product_id = 'P9'",
+    ) == [(product[0][0], False, D("70.00"))]
+    assert fetch(
+        conn,
+        "SELECT cost_amount, profit FROM warehouse.fact_sales WHERE item_id = 'I30'",
+    ) == [(D("140.00"), D("60.00"))]
+    # and the aggregates followed the re-costed line
+    assert fetch(
+        conn,
+        "SELECT profit FROM warehouse.agg_product_performance WHERE product_id = 'P9'",
+    ) == [(D("60.00"),)]
+    assert scalar(
+        conn, "SELECT profit FROM warehouse.agg_daily_sales WHERE date_key = 20240310"
+    ) == scalar(conn, "SELECT sum(profit) FROM warehouse.fact_sales WHERE date_key = 20240310")
+
+
+def test_changed_order_line_is_updated_and_its_old_date_refreshed(wh):
+    conn, settings = wh
+    _load_both(conn, settings)
+    moved = Batch(
+        "batch_0003",
+        dt.date(2024, 3, 11),
+        transactions=[replace(BATCH_1.transactions[4], transaction_date=dt.date(2024, 3, 11))],
+        items=[replace(BATCH_1.items[6], quantity=3)],  # I07 of T05
+    )
+    load_batch(conn, moved)
+    result = run_stages(conn, settings)
+    assert result["warehouse"].details["fact_sales"]["updated"] == 1
+    assert fetch(
+        conn, "SELECT date_key, quantity FROM warehouse.fact_sales WHERE item_id = 'I07'"
+    ) == [(20240311, 3)]
+    # the old date has no sales any more, the new one has them; totals still reconcile
+    assert fetch(
+        conn,
+        "SELECT date_key FROM warehouse.agg_daily_sales WHERE date_key IN (20240212, 20240311)",
+    ) == [(20240311,)]
+    assert scalar(conn, "SELECT sum(quantity) FROM warehouse.agg_daily_sales") == scalar(
+        conn, "SELECT sum(quantity) FROM production.transaction_items"
+    )
+    before = table_checksums(conn)
+    full = table_checksums_after_full_refresh(conn, settings)
+    assert full == before
+
+
+def table_checksums_after_full_refresh(conn, settings):
+    run_stages(conn, settings, full_refresh=True)
+    return table_checksums(conn)
+
+
+def test_second_run_changes_nothing_and_full_refresh_gives_the_same_tables(wh):
+    conn, settings = wh
+    _load_both(conn, settings)
+    first = table_checksums(conn)
+    assert first["fact_sales"][0] == 14
+    result = run_stages(conn, settings)
+    assert result["warehouse"].rows_out == 0
+    assert result["aggregates"].details["touched"]["dates"] == 0
+    assert table_checksums(conn) == first
+    result = run_stages(conn, settings, full_refresh=True)
+    assert result["warehouse"].details["fact_sales"]["inserted"] == 14
+    assert result["aggregates"].details["full_refresh"] is True
+    assert table_checksums(conn) == first
+    # and a normal run after the full refresh changes nothing either
+    run_stages(conn, settings)
+    assert table_checksums(conn) == first
+
+
+def test_one_by_one_equals_all_at_once(pg_server_url, db_url, make_settings):
+    """Batches loaded one by one or together give the same facts and aggregates (the product
+    cost stays the same here: a cost change is history that an all-at-once load never saw)."""
+    import uuid
+
+    from psycopg2 import sql
+
+    no_cost_change = replace(BATCH_2, products=[])
+    one = open_warehouse(db_url)
+    settings = make_settings(db_url)
+    load_batch(one, BATCH_1)
+    run_stages(one, settings)
+    load_batch(one, no_cost_change)
+    run_stages(one, settings)
+
+    name = f"dwh_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    other_url = db_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        together = open_warehouse(other_url)
+        load_batch(together, BATCH_1)
+        load_batch(together, no_cost_change)
+        run_stages(together, make_settings(other_url))
+        tables = ("fact_sales", "dim_date", *AGGREGATES)
+        assert table_checksums(together, tables) == table_checksums(one, tables)
+        together.close()
+    finally:
+        one.close()
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        admin.close()
+
+
+def test_dim_date_holds_whole_years_with_calendar_and_fiscal_attributes(wh):
+    conn, settings = wh
+    load_batch(conn, BATCH_1)
+    run_stages(conn, settings, ("warehouse",))
+    assert fetch(
+        conn,
+        "SELECT min(full_date), max(full_date), count(*) FROM warehouse.dim_date"
+        " WHERE date_key > 0",
+    ) == [(dt.date(2024, 1, 1), dt.date(2024, 12, 31), 366)]
+    rows = fetch(
+        conn,
+        """SELECT date_key, year, quarter, month, month_name, week_of_year, day_of_month,
+                  day_of_week, day_name, is_weekend, is_holiday, fiscal_year, fiscal_quarter
+           FROM warehouse.dim_date WHERE date_key IN (20240126, 20240301, 20240401, 20241229)
+           ORDER BY 1""",
+    )
+    assert rows == [
+        (20240126, 2024, 1, 1, "January", 4, 26, 5, "Friday", False, True, 2024, 4),
+        (20240301, 2024, 1, 3, "March", 9, 1, 5, "Friday", False, False, 2024, 4),
+        (20240401, 2024, 2, 4, "April", 14, 1, 1, "Monday", False, False, 2025, 1),
+        (20241229, 2024, 4, 12, "December", 52, 29, 7, "Sunday", True, False, 2025, 3),
+    ]
+    assert fetch(
+        conn, "SELECT month_name, day_name FROM warehouse.dim_date WHERE date_key = -1"
+    ) == [("Unknown", "Unknown")]
+    # a later order in the next year extends the calendar by that whole year
+    load_batch(
+        conn,
+        Batch(
+            "batch_0002",
+            dt.date(2025, 2, 1),
+            transactions=[Transaction("T40", "C2", dt.date(2025, 2, 1), "UPI")],
+            items=[Item("I40", "T40", "P4", 1, D("20.00"), D("0"))],
+        ),
+    )
+    run_stages(conn, settings, ("warehouse",))
+    assert fetch(
+        conn,
+        "SELECT min(full_date), max(full_date), count(*) FROM warehouse.dim_date"
+        " WHERE date_key > 0",
+    ) == [(dt.date(2024, 1, 1), dt.date(2025, 12, 31), 366 + 365)]
+
+
+def test_every_dimension_has_its_unknown_member(wh):
+    conn, _ = wh
+    for table, key in (
+        ("dim_date", "date_key"),
+        ("dim_customers", "customer_key"),
+        ("dim_products", "product_key"),
+        ("dim_payment_method", "payment_method_key"),
+    ):
+        assert scalar(conn, f"SELECT count(*) FROM warehouse.{table} WHERE {key} = -1") == 1
+
+
+def test_payment_types(wh):
+    conn, settings = wh
+    load_batch(conn, BATCH_1)
+    run_stages(conn, settings, ("warehouse",))
+    assert dict(
+        fetch(conn, "SELECT payment_method_name, payment_type FROM warehouse.dim_payment_method")
+    ) == {
+        "Unknown": "Unknown",
+        "Credit Card": "Online",
+        "Debit Card": "Online",
+        "UPI": "Online",
+        "Cash on Delivery": "Offline",
+        "Net Banking": "Online",
+    }
+
+
+def test_every_warehouse_table_view_and_column_has_a_comment(wh):
+    conn, _ = wh
+    missing = fetch(
+        conn,
+        """SELECT c.relname, a.attname FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'warehouse'
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           WHERE c.relkind IN ('r', 'v', 'p', 'm')
+             AND col_description(c.oid, a.attnum) IS NULL
+           UNION ALL
+           SELECT c.relname, '(table)' FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'warehouse'
+           WHERE c.relkind IN ('r', 'v', 'p', 'm') AND obj_description(c.oid, 'pg_class') IS NULL""",
+    )
+    assert missing == []
+
+
+def test_bi_reader_reads_everything_and_writes_nothing(wh):
+    conn, settings = wh
+    _load_both(conn, settings)
+    relations = [
+        r[0]
+        for r in fetch(
+            conn,
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'warehouse' AND c.relkind IN ('r', 'v') ORDER BY 1",
+        )
+    ]
+    assert "v_sales" in relations and "fact_sales" in relations
+    # a table created later in warehouse is readable too (default privileges)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE warehouse.agg_rebuilt_later (x int)")
+    conn.commit()
+    relations.append("agg_rebuilt_later")
+    with conn.cursor() as cur:
+        cur.execute("SET ROLE bi_reader")
+        for relation in relations:
+            cur.execute(f"SELECT count(*) FROM warehouse.{relation}")
+        cur.execute("SELECT count(*), sum(line_total) FROM warehouse.v_sales")
+        assert cur.fetchone() == (14, scalar_sum_line_total(BATCH_1, BATCH_2))
+    conn.rollback()
+    for statement in (
+        "INSERT INTO warehouse.dim_payment_method (payment_method_name, payment_type)"
+        " VALUES ('Gift Card', 'Online')",
+        "UPDATE warehouse.fact_sales SET quantity = 0",
+        "DELETE FROM warehouse.agg_daily_sales",
+        "TRUNCATE warehouse.agg_customer_metrics",
+        "CREATE TABLE warehouse.mine (x int)",
+        "DROP VIEW warehouse.v_sales",
+        "SELECT count(*) FROM production.customers",
+    ):
+        with conn.cursor() as cur:
+            cur.execute("SET ROLE bi_reader")
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute(statement)
+        conn.rollback()
+    assert fetch(
+        conn,
+        "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = 'bi_reader'",
+    ) == [(False, False, False)]
+
+
+def scalar_sum_line_total(*batches: Batch) -> Decimal:
+    return sum((i.line_total for i in merged(list(batches)).items), D("0"))
+
+
+def test_bi_password_from_the_environment_gives_login(wh, monkeypatch):
+    conn, settings = wh
+    monkeypatch.setenv("DWH_BI_READER_PASSWORD", "s3cret-for-tests")
+    result = run_stages(conn, settings, ("warehouse",))
+    assert result["warehouse"].details["bi_reader"] == "login"
+    assert scalar(conn, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'bi_reader'") is True
+
+
+def test_ddl_applies_twice_and_role_creation_is_idempotent(db_url):
+    conn = open_warehouse(db_url)
+    try:
+        from dwh import db
+
+        db.apply_ddl(conn)
+        assert scalar(conn, "SELECT count(*) FROM pg_roles WHERE rolname = 'bi_reader'") == 1
+        assert scalar(conn, "SELECT count(*) FROM warehouse.dim_customers") == 1
+    finally:
+        conn.close()
+
+
+def test_failed_aggregates_stage_leaves_the_queue_and_the_next_run_completes(wh, monkeypatch):
+    conn, settings = wh
+    load_batch(conn, BATCH_1)
+    run_stages(conn, settings)
+    expected = table_checksums(conn)
+    load_batch(conn, BATCH_2)
+    run_stages(conn, settings, ("warehouse",))
+    queued = scalar(conn, "SELECT count(*) FROM ops.warehouse_refresh_queue")
+    assert queued > 0
+
+    from dwh.stages import aggregates
+
+    real = aggregates.run_sql
+
+    def failing(conn_, relative, params):
+        result = real(conn_, relative, params)
+        if relative.endswith("agg_customer_metrics.sql"):
+            raise RuntimeError("killed mid-stage")
+        return result
+
+    monkeypatch.setattr(aggregates, "run_sql", failing)
+    with pytest.raises(RuntimeError):
+        run_stages(conn, settings, ("aggregates",))
+    # nothing half-refreshed: the aggregates are still those of batch 1, the queue is intact
+    assert scalar(conn, "SELECT count(*) FROM ops.warehouse_refresh_queue") == queued
+    now = table_checksums(conn, AGGREGATES)
+    assert now == {t: expected[t] for t in AGGREGATES}
+
+    monkeypatch.setattr(aggregates, "run_sql", real)
+    run_stages(conn, settings, ("aggregates",))
+    assert scalar(conn, "SELECT count(*) FROM ops.warehouse_refresh_queue") == 0
+    incremental = table_checksums(conn)
+    run_stages(conn, settings, full_refresh=True)
+    assert table_checksums(conn) == incremental

@@ -1,0 +1,207 @@
+"""The whole pipeline (generate … analytics) on generated batches: the warehouse reconciles with
+production, SCD2 versions follow the next batch, reruns change nothing, --full-refresh gives the
+same tables, and loading the batches one by one equals loading them together."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from test_warehouse_support import fetch, scalar, table_checksums
+
+from dwh import db
+from dwh.generator import generate_batch
+from dwh.orchestrator import STAGES, run_pipeline
+from dwh.stage import RunOptions
+from dwh.stages.analytics import SUMMARY_NAME, query_files
+
+pytestmark = pytest.mark.integration
+
+# Columns that do not depend on which product cost versions a load has seen.
+COMPARABLE = {
+    "fact_sales": """SELECT f.item_id, f.date_key, c.customer_id, p.product_id,
+                            m.payment_method_name, f.transaction_id, f.quantity, f.unit_price,
+                            f.discount_percentage, f.discount_amount, f.gross_amount,
+                            f.line_total, f._batch_id
+                     FROM warehouse.fact_sales f
+                     JOIN warehouse.dim_customers c USING (customer_key)
+                     JOIN warehouse.dim_products p USING (product_key)
+                     JOIN warehouse.dim_payment_method m USING (payment_method_key)""",
+    "agg_daily_sales": "SELECT date_key, transactions, items, quantity, revenue,"
+    " unique_customers, avg_order_value FROM warehouse.agg_daily_sales",
+    "agg_product_performance": "SELECT product_id, quantity_sold, revenue, avg_discount_pct,"
+    " transactions, revenue_rank FROM warehouse.agg_product_performance",
+    "agg_customer_metrics": "SELECT * FROM warehouse.agg_customer_metrics",
+    "agg_monthly_cohorts": "SELECT * FROM warehouse.agg_monthly_cohorts",
+    "agg_discount_daily": "SELECT date_key, discount_percentage, items, quantity, gross_amount,"
+    " discount_amount, revenue FROM warehouse.agg_discount_daily",
+}
+
+
+def _comparable(conn) -> dict[str, tuple]:
+    out = {}
+    for name, query in COMPARABLE.items():
+        out[name] = tuple(
+            fetch(
+                conn,
+                f"SELECT count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM ({query}) x",
+            )[0]
+        )
+    return out
+
+
+@pytest.fixture
+def other_db(pg_server_url: str) -> Iterator[str]:
+    name = f"dwh_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield pg_server_url.rsplit("/", 1)[0] + f"/{name}"
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
+        admin.close()
+
+
+def _check_reconciliation(conn) -> None:
+    production = fetch(
+        conn,
+        "SELECT count(*), sum(line_total), sum(quantity) FROM production.transaction_items",
+    )[0]
+    fact = fetch(
+        conn,
+        "SELECT count(*), sum(line_total), sum(quantity) FROM warehouse.fact_sales",
+    )[0]
+    assert production[0] > 0
+    assert fact == production
+    # profit = Σ(line_total − cost × quantity) with the cost of the version each line points at
+    assert (
+        scalar(
+            conn,
+            """SELECT count(*) FROM warehouse.fact_sales f
+               JOIN warehouse.dim_products p USING (product_key)
+               WHERE f.profit <> f.line_total - p.cost * f.quantity""",
+        )
+        == 0
+    )
+    assert scalar(conn, "SELECT sum(profit) FROM warehouse.fact_sales") == scalar(
+        conn,
+        """SELECT sum(f.line_total - p.cost * f.quantity) FROM warehouse.fact_sales f
+           JOIN warehouse.dim_products p USING (product_key)""",
+    )
+    # no unknown members, every line at the version valid on its date
+    assert (
+        scalar(
+            conn,
+            """SELECT count(*) FROM warehouse.fact_sales f
+               JOIN warehouse.dim_date d USING (date_key)
+               JOIN warehouse.dim_customers c USING (customer_key)
+               JOIN warehouse.dim_products p USING (product_key)
+               WHERE -1 IN (f.date_key, f.customer_key, f.product_key, f.payment_method_key)
+                  OR NOT (d.full_date >= c.effective_from AND d.full_date < c.effective_to)
+                  OR NOT (d.full_date >= p.effective_from AND d.full_date < p.effective_to)""",
+        )
+        == 0
+    )
+    revenue = fact[1]
+    for table, column in (
+        ("agg_daily_sales", "revenue"),
+        ("agg_payment_method_daily", "revenue"),
+        ("agg_discount_daily", "revenue"),
+        ("agg_product_performance", "revenue"),
+        ("agg_customer_metrics", "total_spent"),
+        ("agg_monthly_cohorts", "revenue"),
+    ):
+        assert scalar(conn, f"SELECT sum({column}) FROM warehouse.{table}") == revenue, table
+    assert scalar(conn, "SELECT sum(transactions) FROM warehouse.agg_daily_sales") == scalar(
+        conn,
+        "SELECT count(*) FROM production.transactions t WHERE EXISTS"
+        " (SELECT 1 FROM production.transaction_items i WHERE i.transaction_id = t.transaction_id)",
+    )
+    # dim_date: whole years, no gaps, covering every order date
+    first, last, days = fetch(
+        conn,
+        "SELECT min(full_date), max(full_date), count(*) FROM warehouse.dim_date"
+        " WHERE date_key > 0",
+    )[0]
+    assert (first.month, first.day, last.month, last.day) == (1, 1, 12, 31)
+    assert days == (last - first).days + 1
+    assert fetch(
+        conn,
+        "SELECT min(transaction_date) >= %s AND max(transaction_date) <= %s"
+        " FROM production.transactions",
+        (first, last),
+    ) == [(True,)]
+
+
+def test_pipeline_end_to_end(db_url, make_settings, other_db, tmp_path):
+    assert STAGES[-3:] == ("warehouse", "aggregates", "analytics")
+    settings = make_settings(db_url)
+    report = run_pipeline(settings)
+    assert report.status == "success"
+    conn = db.connect(db_url)
+    try:
+        _check_reconciliation(conn)
+        folder = settings.processed_dir / "analytics"
+        summary = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))
+        assert sorted(summary) == sorted(p.stem for p in query_files())
+        assert all((folder / f"{name}.csv").is_file() for name in summary)
+        assert summary["top_products_by_revenue"]["rows"] == 10
+
+        # the next business day: changed customers get a second version from that day
+        report = run_pipeline(settings, RunOptions(next_batch=True))
+        assert report.status == "success"
+        _check_reconciliation(conn)
+        business_date = scalar(
+            conn, "SELECT business_date FROM ops.batches ORDER BY batch_id DESC LIMIT 1"
+        )
+        changed = fetch(
+            conn,
+            """SELECT customer_id, min(effective_to), count(*) FROM warehouse.dim_customers
+               WHERE customer_id <> 'unknown' GROUP BY 1 HAVING count(*) > 1""",
+        )
+        assert changed, "the next batch changed no customer"
+        assert {row[1] for row in changed} == {business_date}
+        assert all(row[2] == 2 for row in changed)
+        warehouse = next(s for s in report.stages if s.stage == "warehouse")
+        assert warehouse.details["dim_customers"]["changed"] == len(changed)
+        assert warehouse.details["fact_sales"]["inserted"] == scalar(
+            conn,
+            "SELECT count(*) FROM production.transaction_items WHERE _batch_id = "
+            "(SELECT max(batch_id) FROM ops.batches)",
+        )
+
+        # a rerun changes nothing; a full refresh rebuilds the same tables
+        before = table_checksums(conn)
+        report = run_pipeline(settings)
+        assert next(s for s in report.stages if s.stage == "warehouse").rows_out == 0
+        assert table_checksums(conn) == before
+        run_pipeline(settings, RunOptions(full_refresh=True))
+        assert table_checksums(conn) == before
+        one_by_one = _comparable(conn)
+    finally:
+        conn.close()
+
+    # the same two batches loaded together give the same facts and aggregates
+    together = make_settings(other_db)
+    together = type(together)(
+        **{**together.__dict__, "data_dir": tmp_path / "together"}  # a separate raw folder
+    )
+    generate_batch(together)
+    generate_batch(together, next_batch=True)
+    report = run_pipeline(together, stages=STAGES[1:])
+    assert report.status == "success"
+    conn = db.connect(other_db)
+    try:
+        _check_reconciliation(conn)
+        assert _comparable(conn) == one_by_one
+    finally:
+        conn.close()
