@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dwh import __version__
-from dwh.exceptions import ExitCode, PipelineError
+from dwh.exceptions import ConfigError, DatabaseUnavailable, ExitCode, PipelineError
 from dwh.logs import setup_logging
 from dwh.settings import Settings, load_settings, mask_url
 from dwh.stage import RunOptions
@@ -189,8 +189,6 @@ def _options(args: argparse.Namespace) -> RunOptions:
 
 
 def _usage(message: str) -> PipelineError:
-    from dwh.exceptions import ConfigError
-
     return ConfigError(message)
 
 
@@ -208,8 +206,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return ExitCode.OK
     try:
         report = run_pipeline(settings, _options(args), stages, resume=args.resume)
-    finally:
-        health = _monitor_after_run(settings)
+    except (ConfigError, DatabaseUnavailable):
+        raise  # the run never reached its database: nothing to monitor
+    except BaseException:
+        _monitor_after_run(settings)
+        raise
+    health = _monitor_after_run(settings)
     if args.json:
         from dataclasses import asdict
 
