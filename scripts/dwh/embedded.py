@@ -27,6 +27,8 @@ from dwh.exceptions import ConfigError, DatabaseUnavailable
 from dwh.settings import Settings
 
 SUPERUSER = "postgres"
+DEFAULT_PORT = 54329
+PORT_SEARCH = 100  # automatic port: the first free one of DEFAULT_PORT .. DEFAULT_PORT + 99
 
 
 def _bin_dir() -> Path:
@@ -58,13 +60,25 @@ class EmbeddedServer:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.pgdata = settings.pgdata_dir
-        self.port = settings.embedded.port
+        self._configured_port = settings.embedded.port  # 0 = automatic
+        self._port_file = self.pgdata.parent / ".postgres.port"
         self.database = settings.embedded.database
         self.timeout = settings.embedded.start_timeout_s
         self.log_file = self.pgdata / "log" / "server.log"
         self._os_user = settings.embedded.os_user_when_root if os.geteuid() == 0 else None
 
     # -- public -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The configured port; with port 0, the one chosen for this data folder at its first
+        start (remembered in <data-dir>/.postgres.port), so two data folders never collide."""
+        if self._configured_port:
+            return self._configured_port
+        try:
+            return int(self._port_file.read_text().strip())
+        except (OSError, ValueError):
+            return DEFAULT_PORT
 
     def url(self, database: str | None = None) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database or self.database}"
@@ -78,6 +92,8 @@ class EmbeddedServer:
         with self._lock():
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
+            if not self._configured_port and not self._port_file.exists():
+                self._port_file.write_text(f"{self._first_free_port()}\n")
             status = self.status()
             if status.running and status.port != self.port:
                 raise ConfigError(
@@ -227,18 +243,23 @@ class EmbeddedServer:
                 if not mode & stat.S_IXOTH:
                     parent.chmod(mode | stat.S_IXOTH)
 
+    def _first_free_port(self) -> int:
+        for port in range(DEFAULT_PORT, DEFAULT_PORT + PORT_SEARCH):
+            if _port_is_free(port):
+                return port
+        raise DatabaseUnavailable(
+            f"no free port in {DEFAULT_PORT}-{DEFAULT_PORT + PORT_SEARCH - 1} on 127.0.0.1 for the "
+            "embedded PostgreSQL: set one with DWH_EMBEDDED__PORT=<port>"
+        )
+
     def _check_port_free(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", self.port))
-            except OSError:
-                raise DatabaseUnavailable(
-                    f"port {self.port} on 127.0.0.1 is already in use by another program, so the "
-                    "embedded PostgreSQL cannot start: set another port with "
-                    "DWH_EMBEDDED__PORT=<port> (or embedded.port in config/config.yaml), or point "
-                    "the pipeline at a running server with --database-url / DATABASE_URL"
-                ) from None
+        if not _port_is_free(self.port):
+            raise DatabaseUnavailable(
+                f"port {self.port} on 127.0.0.1 is already in use by another program, so the "
+                "embedded PostgreSQL cannot start: set another port with "
+                "DWH_EMBEDDED__PORT=<port> (or embedded.port in config/config.yaml), or point "
+                "the pipeline at a running server with --database-url / DATABASE_URL"
+            )
 
     def _create_database(self) -> None:
         import psycopg2
@@ -265,6 +286,16 @@ class EmbeddedServer:
                     cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         finally:
             conn.close()
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _chown(path: Path, user: str) -> None:

@@ -98,15 +98,53 @@ def layer_row_counts(conn: psycopg2.extensions.connection) -> dict[str, dict[str
 
 
 class _Ledger:
-    """Writes ops.pipeline_runs / ops.stage_runs on its own autocommit connection."""
+    """Writes ops.pipeline_runs / ops.stage_runs on its own autocommit connection.
 
-    def __init__(self, conn: psycopg2.extensions.connection):
+    The connection also holds the pipeline lock. When it is lost (the server restarted, the
+    backend was terminated), a write reconnects once and takes the lock again before retrying,
+    so a stage that survived the outage by its own retry is still recorded.
+    """
+
+    def __init__(self, conn: psycopg2.extensions.connection, url: str | None = None):
         self.conn = conn
+        self.url = url
+
+    def _reconnect(self) -> None:
+        with suppress(psycopg2.Error):
+            self.conn.close()
+        self.conn = db.connect(self.url or "", autocommit=True)
+        _acquire_lock(self.conn)
 
     def _exec(self, query: str, params: tuple) -> Any:
-        with self.conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchone() if cur.description else None
+        for attempt in (1, 2):
+            try:
+                with self.conn.cursor() as cur:
+                    cur.execute(query, params)
+                    return cur.fetchone() if cur.description else None
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                if attempt == 2 or self.url is None or not is_transient(exc):
+                    raise
+                log.warning(
+                    "run ledger connection lost (%s): reconnecting",
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                )
+                self._reconnect()
+        return None
+
+    def close_abandoned_runs(self) -> list[int]:
+        """Mark runs left 'running' by a process that died (we hold the lock, so none runs)."""
+        rows = self._exec(
+            "WITH dead AS (UPDATE ops.pipeline_runs SET status = 'failed', exit_code = 1,"
+            " finished_at = clock_timestamp(), error = 'abandoned: the process ended without"
+            " finishing the run (killed, or lost its database); the next run redid the work'"
+            " WHERE status = 'running' RETURNING run_id),"
+            " stages AS (UPDATE ops.stage_runs SET status = 'failed',"
+            " finished_at = clock_timestamp(), error = 'abandoned'"
+            " WHERE status = 'running' AND run_id IN (SELECT run_id FROM dead))"
+            " SELECT coalesce(array_agg(run_id ORDER BY run_id), '{}') FROM dead",
+            (),
+        )
+        return list(rows[0]) if rows else []
 
     def start_run(self, stages: tuple[str, ...], options: RunOptions) -> int:
         row = self._exec(
@@ -124,7 +162,11 @@ class _Ledger:
         )
 
     def start_stage(self, run_id: int, stage: str) -> None:
-        self._exec("INSERT INTO ops.stage_runs (run_id, stage) VALUES (%s, %s)", (run_id, stage))
+        self._exec(
+            "INSERT INTO ops.stage_runs (run_id, stage) VALUES (%s, %s)"
+            " ON CONFLICT (run_id, stage) DO NOTHING",
+            (run_id, stage),
+        )
 
     def finish_stage(self, run_id: int, report: StageReport) -> None:
         self._exec(
@@ -183,6 +225,19 @@ TRANSIENT_SQLSTATES = {
     "08001",
     "08004",  # connection exceptions
 }
+
+
+def exit_code_of(failure: BaseException) -> int:
+    """The process exit code of a run that ended with `failure`."""
+    if isinstance(failure, (KeyboardInterrupt, RunCancelled)):
+        return 130
+    if isinstance(failure, PipelineError):
+        return failure.exit_code
+    if isinstance(failure, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        # Lost connection after every retry, a statement timeout, the server shutting down:
+        # the database failed the run (exit 3), not a bug in the pipeline.
+        return DatabaseUnavailable.exit_code
+    return 1
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -270,12 +325,13 @@ def last_unfinished_run(
 
 def plan(settings: Settings, stages: tuple[str, ...], options: RunOptions) -> dict[str, Any]:
     """What a run would do, without connecting or writing anything (--dry-run)."""
+    from dwh.embedded import EmbeddedServer
     from dwh.stages.ingest import list_batches
 
     return {
         "database": mask_url(settings.database_url)
         if settings.database_url
-        else f"embedded PostgreSQL in {settings.pgdata_dir} on 127.0.0.1:{settings.embedded.port}",
+        else f"embedded PostgreSQL in {settings.pgdata_dir} on 127.0.0.1:{EmbeddedServer(settings).port}",
         "data_dir": str(settings.data_dir),
         "stages": list(stages),
         "options": asdict(options),
@@ -298,18 +354,25 @@ def run_pipeline(
     url = db.resolve_url(settings)
     ledger_conn = db.connect(url, autocommit=True)
     work = None
+    ledger: _Ledger | None = None
     stop = StopRequest()
     try:
         work = db.connect(url)
         db.apply_ddl(work)
         _acquire_lock(ledger_conn)
+        ledger = _Ledger(ledger_conn, url)
+        abandoned = ledger.close_abandoned_runs()
+        if abandoned:
+            log.warning(
+                "run(s) %s were left running by a process that ended: marked failed",
+                ", ".join(map(str, abandoned)),
+            )
         resumed_from = None
         if resume:
             unfinished = last_unfinished_run(ledger_conn)
             if unfinished is None:
                 raise ConfigError("--resume: the latest run did not fail; nothing to resume")
             resumed_from, stages, options = unfinished
-        ledger = _Ledger(ledger_conn)
         run_id = ledger.start_run(stages, options)
         adapter = logging.LoggerAdapter(log, {"run_id": run_id, "stage": "-"})
         started = time.monotonic()
@@ -343,15 +406,25 @@ def run_pipeline(
 
         report.seconds = round(time.monotonic() - started, 3)
         report.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        report.layer_rows = layer_row_counts(work)
+        try:
+            report.layer_rows = layer_row_counts(work)
+        except psycopg2.Error as exc:  # the work connection died with the failure
+            log.warning("row counts per layer unavailable: %s", str(exc).strip() or exc)
         if failure is None:
             report.status = "success"
         else:
             cancelled = isinstance(failure, (KeyboardInterrupt, RunCancelled))
             report.status = "cancelled" if cancelled else "failed"
-            report.error = str(failure) or type(failure).__name__
-            report.exit_code = getattr(failure, "exit_code", 130 if cancelled else 1)
-        ledger.finish_run(run_id, report.status, report.exit_code, report.error)
+            report.error = str(failure).strip() or type(failure).__name__
+            report.exit_code = exit_code_of(failure)
+        try:
+            ledger.finish_run(run_id, report.status, report.exit_code, report.error)
+        except (psycopg2.Error, DatabaseUnavailable):
+            if failure is None:
+                raise
+            # The ledger is unreachable too: report the run's own failure; the next run marks
+            # this one as abandoned.
+            log.warning("cannot record the end of run %d in the ledger", run_id)
         write_report(settings, report)
         adapter.info("run %d %s in %.2fs", run_id, report.status, report.seconds)
         if failure is not None:
@@ -361,6 +434,8 @@ def run_pipeline(
         if work is not None:
             work.close()
         ledger_conn.close()
+        if ledger is not None:
+            ledger.conn.close()  # a reconnected ledger has a connection of its own
 
 
 def _run_stage(

@@ -27,8 +27,9 @@ ENV_PREFIX = "DWH_"
 
 @dataclass(frozen=True)
 class EmbeddedSettings:
-    port: int = 54329
-    """TCP port on 127.0.0.1 of the embedded server."""
+    port: int = 0
+    """TCP port on 127.0.0.1 of the embedded server; 0 = automatic (54329 or the next free one,
+    remembered per data folder)."""
     database: str = "ecommerce_dwh"
     """Database created inside the embedded server."""
     start_timeout_s: int = 60

@@ -114,3 +114,20 @@ def test_two_commands_at_once_start_one_server(tmp_path: Path) -> None:
         assert len(_postmasters(tmp_path / "postgres")) == 1
     finally:
         EmbeddedServer(_settings(tmp_path, port)).stop()
+
+
+def test_automatic_port_gives_each_data_folder_its_own_stable_port(tmp_path: Path) -> None:
+    """Port 0 (the default): two data folders started at once never collide."""
+    first = EmbeddedServer(_settings(tmp_path / "one", 0))
+    second = EmbeddedServer(_settings(tmp_path / "two", 0))
+    try:
+        a, b = first.start(), second.start()
+        assert a.running and b.running and a.port != b.port
+        assert (tmp_path / "one" / ".postgres.port").read_text().strip() == str(a.port)
+        first.stop()
+        # the folder keeps its port across restarts, even if a lower one is free again
+        assert EmbeddedServer(_settings(tmp_path / "one", 0)).start().port == a.port
+        assert second.url().endswith(f":{b.port}/ecommerce_dwh")
+    finally:
+        first.stop()
+        second.stop()
