@@ -7,7 +7,7 @@ RUN    := $(PY) scripts/pipeline_orchestrator.py
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration lint format generate db-start db-stop db-status db-url clean
+.PHONY: help run test test-unit test-integration lint format generate db-start db-stop db-status db-url dashboard bi-kit clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,16 @@ format: $(VENV)/.dev-installed ## apply ruff format and the safe ruff fixes
 generate: $(VENV)/.runtime-installed ## write a batch of generated CSV files (ARGS="--next-batch" for the next day)
 	$(RUN) generate $(ARGS)
 
+$(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.runtime-installed
+	$(PIP) install -r requirements-bench.txt
+	@touch $@
+
+bench: $(VENV)/.bench-installed ## benchmark 100k and 1M order lines against the COPY floor (bench/results, docs/performance.md)
+	$(PY) bench/run_benchmark.py --update-docs $(ARGS)
+
+bench-large: $(VENV)/.bench-installed ## the benchmark with 10M order lines as well (several minutes)
+	$(PY) bench/run_benchmark.py --large --update-docs $(ARGS)
+
 db-start: $(VENV)/.runtime-installed ## start the embedded PostgreSQL
 	$(RUN) db start
 db-stop: $(VENV)/.runtime-installed ## stop the embedded PostgreSQL
@@ -56,6 +66,12 @@ db-status: $(VENV)/.runtime-installed ## is the embedded PostgreSQL running?
 	$(RUN) db status
 db-url: $(VENV)/.runtime-installed ## print the connection URL (for BI tools)
 	@$(RUN) db url
+
+dashboard: $(VENV)/.runtime-installed ## start the Streamlit dashboard (embedded PostgreSQL unless DATABASE_URL is set; PORT=8501)
+	$(PY) -m streamlit run dashboards/app.py --server.headless=true --server.address=$(or $(HOST),127.0.0.1) --server.port=$(or $(PORT),8501) --browser.gatherUsageStats=false --client.toolbarMode=minimal
+
+bi-kit: $(VENV)/.runtime-installed ## write the Power BI (.pbids) and Tableau (.tds) connection files into dashboards/
+	$(RUN) bi-kit $(ARGS)
 
 clean: ## stop the embedded server and remove the venv and generated data
 	-@[ -x $(PY) ] && $(RUN) db stop >/dev/null 2>&1 || true

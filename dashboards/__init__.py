@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (app.py) and the BI connection files (powerbi/, tableau/)."""

@@ -1,0 +1,618 @@
+"""Every SQL statement of the dashboard, parameterised (psycopg2 %(name)s), and the functions
+that run them.
+
+Values only ever travel as query parameters: the SQL text is constant (a few shared fragments
+are joined at import time). Summary pages read the agg_* tables whenever the filters allow
+(``agg_daily_sales`` and ``agg_payment_method_daily`` for any date range; the per-product and
+per-customer aggregates when the range covers all the data); a category, state or segment filter
+needs the order lines, so then the query reads ``fact_sales`` over the date range (its date_key
+index) joined to the dimensions. No Streamlit here: the app caches these functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pandas as pd
+
+from dashboards.access import Endpoint, fetch_frame
+
+# ─── filters ─────────────────────────────────────────────────────────────────────────────────
+
+
+def date_key(day: dt.date) -> int:
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The sidebar's choices. Empty tuples mean "all"."""
+
+    start: dt.date
+    end: dt.date
+    categories: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    segments: tuple[str, ...] = ()
+    data_start: dt.date | None = None
+    """First order date in the warehouse (to know whether the range covers all the data)."""
+    data_end: dt.date | None = None
+    """Last order date in the warehouse."""
+
+    @property
+    def has_slices(self) -> bool:
+        """A category, state or segment filter is set (the order lines are needed)."""
+        return bool(self.categories or self.states or self.segments)
+
+    @property
+    def covers_all_dates(self) -> bool:
+        if self.data_start is None or self.data_end is None:
+            return False
+        return self.start <= self.data_start and self.end >= self.data_end
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def previous(self) -> Filters:
+        """The period of the same length just before this one (same slices)."""
+        length = dt.timedelta(days=self.days)
+        return replace(self, start=self.start - length, end=self.end - length)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "start_key": date_key(self.start),
+            "end_key": date_key(self.end),
+            "categories": list(self.categories) or None,
+            "states": list(self.states) or None,
+            "segments": list(self.segments) or None,
+        }
+
+
+# ─── shared fragments (constant SQL text) ────────────────────────────────────────────────────
+
+# Order lines in the date range that pass the category, state and segment filters. The category
+# and state are those valid on the order date (the SCD2 version the fact points at); the segment
+# is the customer's current one.
+_LINES = """
+lines AS (
+    SELECT f.date_key, f.transaction_id, f.payment_method_key, f.quantity, f.line_total,
+           f.profit, c.customer_id, c.state, p.product_id, p.category
+    FROM warehouse.fact_sales AS f
+    JOIN warehouse.dim_products AS p ON p.product_key = f.product_key
+    JOIN warehouse.dim_customers AS c ON c.customer_key = f.customer_key
+    LEFT JOIN warehouse.agg_customer_metrics AS m ON m.customer_id = c.customer_id
+    WHERE f.date_key BETWEEN %(start_key)s AND %(end_key)s
+      AND (%(categories)s::text[] IS NULL OR p.category = ANY (%(categories)s::text[]))
+      AND (%(states)s::text[] IS NULL OR c.state = ANY (%(states)s::text[]))
+      AND (%(segments)s::text[] IS NULL OR m.customer_segment = ANY (%(segments)s::text[]))
+)"""
+
+# Per day: revenue, orders, profit (an order has one date, so daily orders add up).
+_DAILY_FROM_AGG = """
+daily AS (
+    SELECT date_key, revenue, transactions AS orders, profit
+    FROM warehouse.agg_daily_sales
+    WHERE date_key BETWEEN %(start_key)s AND %(end_key)s
+)"""
+_DAILY_FROM_LINES = (
+    _LINES
+    + """,
+daily AS (
+    SELECT date_key, sum(line_total) AS revenue, count(DISTINCT transaction_id) AS orders,
+           sum(profit) AS profit
+    FROM lines
+    GROUP BY date_key
+)"""
+)
+
+# Customers (current attributes) passing the state and segment filters.
+_CUSTOMERS = """
+customers AS (
+    SELECT m.*, c.state
+    FROM warehouse.agg_customer_metrics AS m
+    LEFT JOIN warehouse.dim_customers AS c ON c.customer_id = m.customer_id AND c.is_current
+    WHERE (%(states)s::text[] IS NULL OR c.state = ANY (%(states)s::text[]))
+      AND (%(segments)s::text[] IS NULL OR m.customer_segment = ANY (%(segments)s::text[]))
+)"""
+
+# ─── catalogue and data range ────────────────────────────────────────────────────────────────
+
+RELATIONS_SQL = """
+SELECT n.nspname || '.' || c.relname AS relation
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = 'warehouse' AND c.relkind IN ('r', 'v', 'p', 'm')
+ORDER BY 1
+"""
+
+DATA_RANGE_SQL = """
+SELECT to_date(min(date_key)::text, 'YYYYMMDD') AS first_date,
+       to_date(max(date_key)::text, 'YYYYMMDD') AS last_date,
+       (SELECT count(*) FROM warehouse.agg_daily_sales) AS days_with_sales
+FROM warehouse.fact_sales
+WHERE date_key > 0
+"""
+
+FILTER_OPTIONS_SQL = """
+SELECT 'category' AS kind, category AS value
+FROM (SELECT DISTINCT category FROM warehouse.dim_products
+      WHERE product_key > 0 AND category IS NOT NULL) AS x
+UNION ALL
+SELECT 'state', state
+FROM (SELECT DISTINCT state FROM warehouse.dim_customers
+      WHERE customer_key > 0 AND state IS NOT NULL) AS y
+UNION ALL
+SELECT 'segment', customer_segment
+FROM (SELECT DISTINCT customer_segment FROM warehouse.agg_customer_metrics) AS z
+ORDER BY 1, 2
+"""
+
+# ─── overview ────────────────────────────────────────────────────────────────────────────────
+
+KPIS_AGG_SQL = """
+SELECT
+    (SELECT coalesce(sum(revenue), 0) FROM warehouse.agg_daily_sales
+     WHERE date_key BETWEEN %(start_key)s AND %(end_key)s) AS revenue,
+    (SELECT coalesce(sum(transactions), 0) FROM warehouse.agg_daily_sales
+     WHERE date_key BETWEEN %(start_key)s AND %(end_key)s) AS orders,
+    (SELECT count(DISTINCT c.customer_id)
+     FROM warehouse.fact_sales AS f
+     JOIN warehouse.dim_customers AS c ON c.customer_key = f.customer_key
+     WHERE f.date_key BETWEEN %(start_key)s AND %(end_key)s) AS customers
+"""
+
+KPIS_LINES_SQL = (
+    "WITH"
+    + _LINES
+    + """
+SELECT coalesce(sum(line_total), 0) AS revenue,
+       count(DISTINCT transaction_id) AS orders,
+       count(DISTINCT customer_id) AS customers
+FROM lines
+"""
+)
+
+# ─── sales trends ────────────────────────────────────────────────────────────────────────────
+
+_DAILY_TAIL = """
+SELECT d.full_date AS day,
+       coalesce(x.revenue, 0) AS revenue,
+       coalesce(x.orders, 0) AS orders,
+       coalesce(x.profit, 0) AS profit,
+       avg(coalesce(x.revenue, 0)) OVER (ORDER BY d.full_date
+                                         ROWS BETWEEN 6 PRECEDING AND CURRENT ROW) AS revenue_ma7
+FROM warehouse.dim_date AS d
+LEFT JOIN daily AS x ON x.date_key = d.date_key
+WHERE d.date_key BETWEEN %(start_key)s AND %(end_key)s
+ORDER BY d.full_date
+"""
+
+_MONTHLY_TAIL = """,
+months AS (
+    SELECT date_trunc('month', d.full_date)::date AS month,
+           sum(coalesce(x.revenue, 0)) AS revenue,
+           sum(coalesce(x.orders, 0)) AS orders,
+           sum(coalesce(x.profit, 0)) AS profit
+    FROM warehouse.dim_date AS d
+    LEFT JOIN daily AS x ON x.date_key = d.date_key
+    WHERE d.date_key BETWEEN %(start_key)s AND %(end_key)s
+    GROUP BY 1
+)
+SELECT month, revenue, orders, profit,
+       avg(revenue) OVER (ORDER BY month ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS revenue_ma3
+FROM months
+ORDER BY month
+"""
+
+_WEEKDAY_TAIL = """
+SELECT d.day_of_week, d.day_name,
+       avg(coalesce(x.revenue, 0)) AS avg_revenue,
+       avg(coalesce(x.orders, 0)) AS avg_orders,
+       sum(coalesce(x.revenue, 0)) AS revenue
+FROM warehouse.dim_date AS d
+LEFT JOIN daily AS x ON x.date_key = d.date_key
+WHERE d.date_key BETWEEN %(start_key)s AND %(end_key)s
+GROUP BY d.day_of_week, d.day_name
+ORDER BY d.day_of_week
+"""
+
+DAILY_AGG_SQL = "WITH" + _DAILY_FROM_AGG + _DAILY_TAIL
+DAILY_LINES_SQL = "WITH" + _DAILY_FROM_LINES + _DAILY_TAIL
+MONTHLY_AGG_SQL = "WITH" + _DAILY_FROM_AGG + _MONTHLY_TAIL
+MONTHLY_LINES_SQL = "WITH" + _DAILY_FROM_LINES + _MONTHLY_TAIL
+WEEKDAY_AGG_SQL = "WITH" + _DAILY_FROM_AGG + _WEEKDAY_TAIL
+WEEKDAY_LINES_SQL = "WITH" + _DAILY_FROM_LINES + _WEEKDAY_TAIL
+
+# ─── products and categories ─────────────────────────────────────────────────────────────────
+
+TOP_PRODUCTS_AGG_SQL = """
+SELECT a.product_id, coalesce(p.product_name, a.product_id) AS product_name,
+       coalesce(p.category, 'Unknown') AS category,
+       a.revenue, a.profit, a.quantity_sold AS units, a.margin_pct
+FROM warehouse.agg_product_performance AS a
+LEFT JOIN warehouse.dim_products AS p ON p.product_id = a.product_id AND p.is_current
+ORDER BY a.revenue DESC, a.product_id
+LIMIT %(limit)s
+"""
+
+TOP_PRODUCTS_LINES_SQL = (
+    "WITH"
+    + _LINES
+    + """,
+per_product AS (
+    SELECT product_id, sum(line_total) AS revenue, sum(profit) AS profit,
+           sum(quantity) AS units
+    FROM lines
+    GROUP BY product_id
+)
+SELECT x.product_id, coalesce(p.product_name, x.product_id) AS product_name,
+       coalesce(p.category, 'Unknown') AS category,
+       x.revenue, x.profit, x.units,
+       round(100 * x.profit / nullif(x.revenue, 0), 2) AS margin_pct
+FROM per_product AS x
+LEFT JOIN warehouse.dim_products AS p ON p.product_id = x.product_id AND p.is_current
+ORDER BY x.revenue DESC, x.product_id
+LIMIT %(limit)s
+"""
+)
+
+CATEGORIES_AGG_SQL = """
+SELECT coalesce(p.category, 'Unknown') AS category,
+       sum(a.revenue) AS revenue, sum(a.profit) AS profit, sum(a.quantity_sold) AS units,
+       round(100 * sum(a.profit) / nullif(sum(a.revenue), 0), 2) AS margin_pct
+FROM warehouse.agg_product_performance AS a
+LEFT JOIN warehouse.dim_products AS p ON p.product_id = a.product_id AND p.is_current
+GROUP BY 1
+ORDER BY revenue DESC
+"""
+
+CATEGORIES_LINES_SQL = (
+    "WITH"
+    + _LINES
+    + """
+SELECT coalesce(category, 'Unknown') AS category,
+       sum(line_total) AS revenue, sum(profit) AS profit, sum(quantity) AS units,
+       round(100 * sum(profit) / nullif(sum(line_total), 0), 2) AS margin_pct
+FROM lines
+GROUP BY 1
+ORDER BY revenue DESC
+"""
+)
+
+# ─── customers ───────────────────────────────────────────────────────────────────────────────
+
+RFM_SQL = (
+    "WITH"
+    + _CUSTOMERS
+    + """
+SELECT coalesce(rfm_segment, 'Unscored') AS rfm_segment,
+       count(*) AS customers,
+       sum(total_spent) AS revenue,
+       round(avg(total_spent), 2) AS avg_spent,
+       round(avg(transactions), 2) AS avg_orders,
+       round(avg(days_since_last_purchase), 1) AS avg_days_since_last_purchase
+FROM customers
+GROUP BY 1
+ORDER BY revenue DESC
+"""
+)
+
+COHORTS_SQL = """
+SELECT cohort_month, months_since, cohort_size, active_customers, retention_rate
+FROM warehouse.agg_monthly_cohorts
+WHERE cohort_month BETWEEN date_trunc('month', %(start)s::date) AND %(end)s::date
+ORDER BY cohort_month, months_since
+"""
+
+LTV_BUCKETS = 30
+LTV_DISTRIBUTION_SQL = (
+    "WITH"
+    + _CUSTOMERS
+    + """,
+bounds AS (SELECT max(total_spent) + 0.01 AS hi FROM customers)
+SELECT width_bucket(c.total_spent, 0, b.hi, %(buckets)s) AS bucket,
+       round((width_bucket(c.total_spent, 0, b.hi, %(buckets)s) - 1) * b.hi / %(buckets)s, 2)
+           AS spent_from,
+       round(width_bucket(c.total_spent, 0, b.hi, %(buckets)s) * b.hi / %(buckets)s, 2)
+           AS spent_to,
+       count(*) AS customers
+FROM customers AS c
+CROSS JOIN bounds AS b
+GROUP BY 1, 2, 3
+ORDER BY 1
+"""
+)
+
+LTV_SUMMARY_SQL = (
+    "WITH"
+    + _CUSTOMERS
+    + """
+SELECT count(*) AS customers,
+       round(avg(total_spent), 2) AS mean,
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY total_spent)::numeric, 2) AS median,
+       round(percentile_cont(0.9) WITHIN GROUP (ORDER BY total_spent)::numeric, 2) AS p90
+FROM customers
+"""
+)
+
+STATES_AGG_SQL = (
+    "WITH"
+    + _CUSTOMERS
+    + """
+SELECT coalesce(state, 'Unknown') AS state, count(*) AS customers, sum(total_spent) AS revenue
+FROM customers
+GROUP BY 1
+ORDER BY revenue DESC
+"""
+)
+
+STATES_LINES_SQL = (
+    "WITH"
+    + _LINES
+    + """
+SELECT coalesce(state, 'Unknown') AS state, count(DISTINCT customer_id) AS customers,
+       sum(line_total) AS revenue
+FROM lines
+GROUP BY 1
+ORDER BY revenue DESC
+"""
+)
+
+# ─── payments ────────────────────────────────────────────────────────────────────────────────
+
+PAYMENTS_AGG_SQL = """
+SELECT pm.payment_method_name AS payment_method, pm.payment_type,
+       sum(a.transactions) AS orders, sum(a.revenue) AS revenue, sum(a.profit) AS profit
+FROM warehouse.agg_payment_method_daily AS a
+JOIN warehouse.dim_payment_method AS pm ON pm.payment_method_key = a.payment_method_key
+WHERE a.date_key BETWEEN %(start_key)s AND %(end_key)s
+GROUP BY 1, 2
+ORDER BY revenue DESC
+"""
+
+PAYMENTS_LINES_SQL = (
+    "WITH"
+    + _LINES
+    + """
+SELECT pm.payment_method_name AS payment_method, pm.payment_type,
+       count(DISTINCT l.transaction_id) AS orders, sum(l.line_total) AS revenue,
+       sum(l.profit) AS profit
+FROM lines AS l
+JOIN warehouse.dim_payment_method AS pm ON pm.payment_method_key = l.payment_method_key
+GROUP BY 1, 2
+ORDER BY revenue DESC
+"""
+)
+
+PAYMENTS_MONTHLY_AGG_SQL = """
+SELECT date_trunc('month', to_date(a.date_key::text, 'YYYYMMDD'))::date AS month,
+       pm.payment_method_name AS payment_method, sum(a.revenue) AS revenue,
+       sum(a.transactions) AS orders
+FROM warehouse.agg_payment_method_daily AS a
+JOIN warehouse.dim_payment_method AS pm ON pm.payment_method_key = a.payment_method_key
+WHERE a.date_key BETWEEN %(start_key)s AND %(end_key)s
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+PAYMENTS_MONTHLY_LINES_SQL = (
+    "WITH"
+    + _LINES
+    + """
+SELECT date_trunc('month', to_date(l.date_key::text, 'YYYYMMDD'))::date AS month,
+       pm.payment_method_name AS payment_method, sum(l.line_total) AS revenue,
+       count(DISTINCT l.transaction_id) AS orders
+FROM lines AS l
+JOIN warehouse.dim_payment_method AS pm ON pm.payment_method_key = l.payment_method_key
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+)
+
+# ─── data quality and pipeline health (the ops views of the warehouse schema) ─────────────────
+# sql/ddl/75_bi_ops_views.sql publishes what BI users may see of the run ledger as warehouse.v_*
+# views: the dashboard reads them as bi_reader and never reads ops itself.
+
+QUALITY_RUNS_SQL = """
+SELECT run_id, started_at, status, score, grade, checks, failed_checks
+FROM warehouse.v_quality_runs
+ORDER BY run_id DESC
+LIMIT %(limit)s
+"""
+
+QUALITY_CHECKS_SQL = """
+SELECT run_id, layer, check_name, dimension, severity, status, total_rows, failing_rows,
+       passing_pct, passed
+FROM warehouse.v_data_quality
+WHERE run_id = (SELECT max(run_id) FROM warehouse.v_data_quality)
+ORDER BY passed, failing_rows DESC, check_name
+"""
+
+# A row with several reasons counts under each of them (as in the view).
+QUARANTINE_SQL = """
+SELECT reason, table_name, sum(rows) AS rows, sum(open_rows) AS open_rows,
+       sum(resolved_rows) AS resolved_rows
+FROM warehouse.v_quarantine_summary
+GROUP BY reason, table_name
+ORDER BY rows DESC, reason, table_name
+"""
+
+RUNS_SQL = """
+SELECT run_id, status, started_at, finished_at, seconds, exit_code, stages,
+       coalesce(error, '') AS error
+FROM warehouse.v_pipeline_runs
+ORDER BY run_id DESC
+LIMIT %(limit)s
+"""
+
+STAGE_DURATIONS_SQL = """
+SELECT s.run_id, s.stage, s.status, s.started_at, s.seconds, s.rows_out
+FROM warehouse.v_stage_runs AS s
+WHERE s.run_id IN (SELECT run_id FROM warehouse.v_pipeline_runs
+                   ORDER BY run_id DESC LIMIT %(limit)s)
+ORDER BY s.run_id, s.started_at
+"""
+
+FRESHNESS_SQL = """
+SELECT layer, measured_by, last_loaded_at AS loaded_at, hours_since_load AS hours_ago
+FROM warehouse.v_freshness
+ORDER BY layer_order
+"""
+
+ALERTS_SQL = """
+SELECT check_name, severity, message, opened_at, last_seen_at
+FROM warehouse.v_open_alerts
+ORDER BY severity = 'critical' DESC, opened_at
+"""
+
+HEALTH_SQL = """
+SELECT checked_at, health, score
+FROM warehouse.v_health
+ORDER BY report_id DESC
+LIMIT %(limit)s
+"""
+
+
+# ─── functions ───────────────────────────────────────────────────────────────────────────────
+
+
+def relations(endpoint: Endpoint) -> frozenset[str]:
+    """warehouse.* relations that exist (from the catalogue: no privilege needed)."""
+    return frozenset(fetch_frame(endpoint, RELATIONS_SQL)["relation"])
+
+
+def data_range(endpoint: Endpoint) -> tuple[dt.date | None, dt.date | None]:
+    row = fetch_frame(endpoint, DATA_RANGE_SQL).iloc[0]
+    first, last = row["first_date"], row["last_date"]
+    return (None if pd.isna(first) else first, None if pd.isna(last) else last)
+
+
+def filter_options(endpoint: Endpoint) -> dict[str, list[str]]:
+    frame = fetch_frame(endpoint, FILTER_OPTIONS_SQL)
+    return {
+        kind: frame.loc[frame["kind"] == kind, "value"].tolist()
+        for kind in ("category", "state", "segment")
+    }
+
+
+def kpis(endpoint: Endpoint, filters: Filters) -> dict[str, float]:
+    """Revenue, orders, average order value and active customers of the filtered period."""
+    query = KPIS_LINES_SQL if filters.has_slices else KPIS_AGG_SQL
+    row = fetch_frame(endpoint, query, filters.params()).iloc[0]
+    revenue, orders = float(row["revenue"]), int(row["orders"])
+    return {
+        "revenue": revenue,
+        "orders": orders,
+        "aov": revenue / orders if orders else 0.0,
+        "customers": int(row["customers"]),
+    }
+
+
+def _pick(filters: Filters, agg: str, lines: str) -> str:
+    return lines if filters.has_slices else agg
+
+
+def daily(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    return fetch_frame(endpoint, _pick(filters, DAILY_AGG_SQL, DAILY_LINES_SQL), filters.params())
+
+
+def monthly(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    return fetch_frame(
+        endpoint, _pick(filters, MONTHLY_AGG_SQL, MONTHLY_LINES_SQL), filters.params()
+    )
+
+
+def weekday(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    return fetch_frame(
+        endpoint, _pick(filters, WEEKDAY_AGG_SQL, WEEKDAY_LINES_SQL), filters.params()
+    )
+
+
+def _product_aggs_apply(filters: Filters) -> bool:
+    return filters.covers_all_dates and not filters.has_slices
+
+
+def top_products(endpoint: Endpoint, filters: Filters, limit: int = 15) -> pd.DataFrame:
+    query = TOP_PRODUCTS_AGG_SQL if _product_aggs_apply(filters) else TOP_PRODUCTS_LINES_SQL
+    return fetch_frame(endpoint, query, {**filters.params(), "limit": limit})
+
+
+def categories(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    query = CATEGORIES_AGG_SQL if _product_aggs_apply(filters) else CATEGORIES_LINES_SQL
+    return fetch_frame(endpoint, query, filters.params())
+
+
+def rfm_segments(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    return fetch_frame(endpoint, RFM_SQL, filters.params())
+
+
+def cohorts(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    return fetch_frame(endpoint, COHORTS_SQL, filters.params())
+
+
+def ltv_distribution(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    return fetch_frame(endpoint, LTV_DISTRIBUTION_SQL, {**filters.params(), "buckets": LTV_BUCKETS})
+
+
+def ltv_summary(endpoint: Endpoint, filters: Filters) -> dict[str, float]:
+    row = fetch_frame(endpoint, LTV_SUMMARY_SQL, filters.params()).iloc[0]
+    return {k: (0.0 if pd.isna(v) else float(v)) for k, v in row.items()}
+
+
+def spend_by_state(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    """Per state: customers and revenue. With all dates and no category filter, from
+    agg_customer_metrics (current state); otherwise from the order lines (state on the order
+    date)."""
+    use_aggs = filters.covers_all_dates and not filters.categories
+    query = STATES_AGG_SQL if use_aggs else STATES_LINES_SQL
+    return fetch_frame(endpoint, query, filters.params())
+
+
+def payments(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    return fetch_frame(
+        endpoint, _pick(filters, PAYMENTS_AGG_SQL, PAYMENTS_LINES_SQL), filters.params()
+    )
+
+
+def payments_monthly(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
+    return fetch_frame(
+        endpoint,
+        _pick(filters, PAYMENTS_MONTHLY_AGG_SQL, PAYMENTS_MONTHLY_LINES_SQL),
+        filters.params(),
+    )
+
+
+def quality_runs(endpoint: Endpoint, limit: int = 50) -> pd.DataFrame:
+    return fetch_frame(endpoint, QUALITY_RUNS_SQL, {"limit": limit})
+
+
+def quality_checks(endpoint: Endpoint) -> pd.DataFrame:
+    return fetch_frame(endpoint, QUALITY_CHECKS_SQL)
+
+
+def quarantine(endpoint: Endpoint) -> pd.DataFrame:
+    return fetch_frame(endpoint, QUARANTINE_SQL)
+
+
+def runs(endpoint: Endpoint, limit: int = 20) -> pd.DataFrame:
+    return fetch_frame(endpoint, RUNS_SQL, {"limit": limit})
+
+
+def stage_durations(endpoint: Endpoint, limit: int = 20) -> pd.DataFrame:
+    return fetch_frame(endpoint, STAGE_DURATIONS_SQL, {"limit": limit})
+
+
+def freshness(endpoint: Endpoint) -> pd.DataFrame:
+    return fetch_frame(endpoint, FRESHNESS_SQL)
+
+
+def open_alerts(endpoint: Endpoint) -> pd.DataFrame:
+    return fetch_frame(endpoint, ALERTS_SQL)
+
+
+def health(endpoint: Endpoint, limit: int = 50) -> pd.DataFrame:
+    return fetch_frame(endpoint, HEALTH_SQL, {"limit": limit})
