@@ -9,8 +9,16 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+import psycopg2
+
 from dwh import __version__
-from dwh.exceptions import ConfigError, DatabaseUnavailable, ExitCode, PipelineError
+from dwh.exceptions import (
+    AlreadyRunning,
+    ConfigError,
+    DatabaseUnavailable,
+    ExitCode,
+    PipelineError,
+)
 from dwh.logs import setup_logging
 from dwh.settings import Settings, load_settings, mask_url
 from dwh.stage import RunOptions
@@ -21,7 +29,8 @@ EPILOG = """exit codes:
   0    success
   1    internal error (a bug: see the log for the traceback)
   2    configuration or usage error
-  3    database unavailable (cannot connect, or the embedded server cannot start)
+  3    database unavailable (cannot connect, the embedded server cannot start, or the
+       database failed the run after the retries: lost connection, statement timeout)
   4    bad input file (header, encoding, quoting, field count, changed file …)
   5    data-quality gate failed
   6    another run is in progress on this database
@@ -167,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="schema to document; repeat for several (default: warehouse)",
     )
+
+    bikit = sub.add_parser(
+        "bi-kit",
+        help="write Power BI (.pbids) and Tableau (.tds) connection files for the configured "
+        "server into dashboards/powerbi and dashboards/tableau",
+    )
+    _global_flags(bikit, suppress=True)
+    bikit.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="folder that receives powerbi/ and tableau/ (default: dashboards)",
+    )
     return parser
 
 
@@ -206,8 +227,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return ExitCode.OK
     try:
         report = run_pipeline(settings, _options(args), stages, resume=args.resume)
-    except (ConfigError, DatabaseUnavailable):
-        raise  # the run never reached its database: nothing to monitor
+    except (ConfigError, DatabaseUnavailable, AlreadyRunning):
+        raise  # the run never reached its database, or was refused: nothing to monitor
     except BaseException:
         _monitor_after_run(settings)
         raise
@@ -347,6 +368,23 @@ def cmd_data_dictionary(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_bi_kit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dwh import bikit
+
+    settings = _settings(args)
+    target = bikit.configured_target(settings)
+    output = Path(args.output_dir) if args.output_dir else bikit.DEFAULT_OUTPUT
+    for path in bikit.write_kit(target, output):
+        print(f"wrote {path}")
+    print(
+        f"server {target.server}, database {target.database}, user {bikit.BI_USER} "
+        "(the tool asks for the password): see docs/bi_guide.md"
+    )
+    return ExitCode.OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "generate": cmd_generate,
@@ -354,6 +392,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "monitor": cmd_monitor,
     "data-dictionary": cmd_data_dictionary,
+    "bi-kit": cmd_bi_kit,
 }
 
 
@@ -376,6 +415,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        # Still failing after the stage's retries (server gone, statement timeout, connection
+        # killed): the database failed the run. Committed work stays; run again (or --resume).
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"error: the database failed the run: {reason}. What was committed stays; check "
+            "the server (and statement_timeout of the pipeline's role), then run again "
+            "(`run --resume` continues from the failed stage)",
+            file=sys.stderr,
+        )
+        return ExitCode.DATABASE_UNAVAILABLE
     except Exception:
         log.exception("internal error")
         return ExitCode.INTERNAL_ERROR

@@ -28,6 +28,7 @@ from psycopg2.extras import Json
 
 from dwh import db
 from dwh.exceptions import AlreadyRunning, ConfigError, DatabaseUnavailable, PipelineError
+from dwh.progress import Progress
 from dwh.settings import Settings, mask_url
 from dwh.stage import RunContext, RunOptions, StageResult
 
@@ -189,11 +190,14 @@ def _acquire_lock(conn: psycopg2.extensions.connection) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (PIPELINE_LOCK_KEY,))
         if not cur.fetchone()[0]:
-            cur.execute(
-                "SELECT run_id, started_at, pid, host FROM ops.pipeline_runs"
-                " WHERE status = 'running' ORDER BY run_id DESC LIMIT 1"
-            )
-            other = cur.fetchone()
+            other = None
+            cur.execute("SELECT to_regclass('ops.pipeline_runs') IS NOT NULL")
+            if cur.fetchone()[0]:  # absent while the other run applies the first DDL
+                cur.execute(
+                    "SELECT run_id, started_at, pid, host FROM ops.pipeline_runs"
+                    " WHERE status = 'running' ORDER BY run_id DESC LIMIT 1"
+                )
+                other = cur.fetchone()
             detail = (
                 f" (run {other[0]} started {other[1]:%Y-%m-%d %H:%M:%S} UTC by pid {other[2]} on {other[3]})"
                 if other
@@ -357,9 +361,11 @@ def run_pipeline(
     ledger: _Ledger | None = None
     stop = StopRequest()
     try:
+        # The lock first: a refused run must not wait behind (or hold locks against) the running
+        # one, as its DDL would (CREATE INDEX IF NOT EXISTS waits for the other's transaction).
+        _acquire_lock(ledger_conn)
         work = db.connect(url)
         db.apply_ddl(work)
-        _acquire_lock(ledger_conn)
         ledger = _Ledger(ledger_conn, url)
         abandoned = ledger.close_abandoned_runs()
         if abandoned:
@@ -393,13 +399,15 @@ def run_pipeline(
         )
         failure: BaseException | None = None
         with stop.installed():
-            for stage in stages:
+            progress = Progress()
+            for position, stage in enumerate(stages, start=1):
                 if stop():
                     failure = RunCancelled(f"stopped by {stop.signal_name} before stage {stage}")
                     break
-                stage_report, failure, work = _run_stage(
-                    settings, url, work, ledger, run_id, stage, options, stop
-                )
+                with progress.stage(stage, position, len(stages)):
+                    stage_report, failure, work = _run_stage(
+                        settings, url, work, ledger, run_id, stage, options, stop
+                    )
                 report.stages.append(stage_report)
                 if failure is not None:
                     break

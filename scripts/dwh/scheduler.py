@@ -338,7 +338,9 @@ class Scheduler:
             self.stop_event.set()
             log.warning("tick (%s) interrupted: the scheduler stops", reason)
         except Exception as exc:
-            code = getattr(exc, "exit_code", ExitCode.INTERNAL_ERROR)
+            from dwh.orchestrator import exit_code_of
+
+            code = exit_code_of(exc)  # a database lost after the retries: 3, as the CLI
             if code == ExitCode.INTERRUPTED:  # the run was stopped by SIGTERM/SIGINT
                 result = TickResult("cancelled", slot, reason, str(exc), code)
                 self.stop_event.set()

@@ -132,7 +132,7 @@ BEGIN
             WHEN duplicate_object OR unique_violation THEN
                 NULL;  -- created meanwhile by another session
             WHEN insufficient_privilege THEN
-                RAISE NOTICE 'cannot create role bi_reader (no CREATEROLE): BI grants skipped';
+                RAISE WARNING 'cannot create role bi_reader (the pipeline''s role has no CREATEROLE): BI grants skipped; a DBA creates it once, see docs/security.md';
         END;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'bi_reader') THEN

@@ -97,11 +97,11 @@ def test_dotenv_never_overrides_the_environment(tmp_path: Path, monkeypatch) -> 
     env_file = tmp_path / ".env"
     env_file.write_text("# comment\nDWH_TEST_A=from-file\nexport DWH_TEST_B='quoted'\n")
     monkeypatch.setenv("DWH_TEST_A", "from-env")
-    monkeypatch.delenv("DWH_TEST_B", raising=False)
+    monkeypatch.setenv("DWH_TEST_B", "placeholder")  # so that teardown removes what .env sets
+    monkeypatch.delenv("DWH_TEST_B")
     load_dotenv(env_file)
     assert os.environ["DWH_TEST_A"] == "from-env"
     assert os.environ["DWH_TEST_B"] == "quoted"
-    monkeypatch.delenv("DWH_TEST_B")
     env_file.write_text("no equals sign\n")
     with pytest.raises(ConfigError, match=r"line 1: expected KEY=VALUE"):
         load_dotenv(env_file)
