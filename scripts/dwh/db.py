@@ -7,7 +7,9 @@ demand); `connect` opens a psycopg2 connection to it; `run_sql_file` executes a 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,22 @@ from dwh.exceptions import DatabaseUnavailable
 from dwh.settings import PROJECT_ROOT, Settings, mask_url
 
 SQL_DIR = PROJECT_ROOT / "sql"
+log = logging.getLogger("dwh")
 APPLICATION_NAME = "dwh-pipeline"
+# Session settings for bulk, set-based work (docs/performance.md). synchronous_commit off: a
+# commit returns before its WAL reaches the disk; a server crash can lose the last commits, but
+# each whole (the data and its ops.* bookkeeping are in the same transaction), never half of one,
+# and the next run redoes them. jit off: compiling plans costs more than it saves on these
+# queries. Memory settings are only ever raised, never lowered below the server's values.
+SESSION_SQL = """
+SELECT set_config('synchronous_commit', 'off', false), set_config('jit', 'off', false);
+SELECT set_config(name, wanted, false)
+FROM pg_settings
+JOIN (VALUES ('work_mem', 65536, '64MB'), ('maintenance_work_mem', 262144, '256MB'),
+             ('temp_buffers', 65536, '64MB')) AS w (setting_name, wanted_kb, wanted)
+  ON pg_settings.name = w.setting_name
+WHERE pg_settings.setting::bigint * CASE unit WHEN '8kB' THEN 8 ELSE 1 END < w.wanted_kb;
+"""
 
 
 def resolve_url(settings: Settings, *, start_embedded: bool = True) -> str:
@@ -47,6 +64,7 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg2.extensions.connec
     conn.autocommit = autocommit
     with conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")
+        cur.execute(SESSION_SQL)
     if not autocommit:
         conn.commit()
     return conn
@@ -68,6 +86,62 @@ def run_sql_file(
         return cur.rowcount
 
 
+def table_is_empty(conn: psycopg2.extensions.connection, table: str) -> bool:
+    """True when `table` (schema.table, a constant of the caller) holds no row."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {table})")  # table: a constant of the caller
+        return bool(cur.fetchone()[0])
+
+
+@contextmanager
+def bulk_load(
+    conn: psycopg2.extensions.connection,
+    table: str,
+    enabled: bool = True,
+    *,
+    foreign_keys: bool = True,
+):
+    """Load an empty table fast, in the caller's transaction: drop its foreign keys and its
+    non-unique indexes, run the load, then recreate them from their own catalog definitions
+    (each foreign key is validated by one set-based query instead of a trigger per row, each
+    index is built once by a sort) and ANALYZE the table, so the next statements plan with real
+    statistics. Unique indexes and the primary key stay (ON CONFLICT needs them). The DDL is
+    transactional: a failure or a kill rolls everything back with the rows. Takes an exclusive
+    lock on `table` until the transaction ends, so use it only when the table is empty (a first
+    load or a full refresh), where nobody can miss rows that are not there yet, or when a
+    statement rewrites nearly every row. foreign_keys=False keeps the foreign keys (an update
+    that does not change them never checks them)."""
+    if not enabled:
+        yield
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = %s::regclass AND contype = 'f' AND %s ORDER BY conname",
+            (table, foreign_keys),
+        )
+        foreign_keys = cur.fetchall()
+        cur.execute(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            " WHERE i.indrelid = %s::regclass AND NOT i.indisunique AND NOT i.indisprimary"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
+            " ORDER BY 1",
+            (table,),
+        )
+        indexes = cur.fetchall()
+        for name, _ in foreign_keys:
+            cur.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+        for name, _ in indexes:
+            cur.execute(f"DROP INDEX {name}")
+    yield
+    with conn.cursor() as cur:
+        for _, definition in indexes:
+            cur.execute(definition)
+        for name, definition in foreign_keys:
+            cur.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
+        cur.execute(f"ANALYZE {table}")
+
+
 def apply_ddl(conn: psycopg2.extensions.connection) -> list[str]:
     """Apply every sql/ddl/*.sql in name order, in one transaction; returns the file names."""
     applied = []
@@ -78,4 +152,9 @@ def apply_ddl(conn: psycopg2.extensions.connection) -> list[str]:
         for path in sorted((SQL_DIR / "ddl").glob("*.sql")):
             run_sql_file(conn, f"ddl/{path.name}")
             applied.append(path.name)
+    # A DDL file raises a WARNING for what it had to skip (e.g. no CREATEROLE for bi_reader).
+    for notice in conn.notices:
+        if notice.startswith("WARNING:"):
+            log.warning("DDL: %s", notice.removeprefix("WARNING:").strip())
+    del conn.notices[:]
     return applied

@@ -159,6 +159,20 @@ class QualitySettings:
 
 
 @dataclass(frozen=True)
+class CitusSettings:
+    """Distribution of the warehouse over a Citus cluster (docs/scaling.md). Opt-in."""
+
+    enabled: bool = False
+    """Issue create_reference_table / create_distributed_table when the citus extension is
+    installed in the database (checked in pg_extension; without it: logged and skipped)."""
+    distribution_column: str = "item_id"
+    """fact_sales column the fact is sharded by: item_id, its natural key, never changes, so
+    the upsert's ON CONFLICT (item_id) stays valid and no update moves a row between shards."""
+    shard_count: int = 0
+    """Shards of fact_sales; 0 = the cluster's citus.shard_count."""
+
+
+@dataclass(frozen=True)
 class WarehouseSettings:
     """The star schema, aggregates, analytics and BI access (docs/warehouse.md)."""
 
@@ -191,6 +205,8 @@ class WarehouseSettings:
     """customer_segment VIP from this total spent on."""
     regular_min_transactions: int = 2
     """customer_segment Regular from this many orders (fewer, and not VIP: New)."""
+    citus: CitusSettings = field(default_factory=CitusSettings)
+    """Opt-in distribution over Citus (docs/scaling.md)."""
 
     def __post_init__(self) -> None:
         try:

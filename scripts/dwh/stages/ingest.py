@@ -233,7 +233,7 @@ def ingest_file(
                         f"staging.{source.table}_line_seq",
                     ),
                 )
-                cur.copy_expert(copy.as_string(conn), reader)
+                cur.copy_expert(copy.as_string(conn), reader, size=1 << 20)  # 1 MiB reads
                 rows = cur.rowcount
         except (
             psycopg2.DataError,

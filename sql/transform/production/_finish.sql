@@ -9,7 +9,7 @@ INSERT INTO ops.quarantine (
 )
 SELECT
     %(run_id)s, _batch_id, %(table_name)s, _source_file, _source_line, natural_key, reason_codes,
-    is_retryable, raw
+    is_retryable, to_jsonb(raw)   -- raw is the staging row; built as jsonb for these rows only
 FROM _promote
 WHERE NOT %(retry)s AND outcome = 'quarantined'
 ON CONFLICT (table_name, batch_id, source_line) DO NOTHING;

@@ -22,7 +22,7 @@ source AS (
 trimmed AS (
     SELECT
         s._batch_id, s._source_file, s._source_line,
-        to_jsonb(s) AS raw,
+        ROW(s.*)::staging.customers AS raw,  -- the row as received; to jsonb only if quarantined
         md5(ROW(s.customer_id, s.first_name, s.last_name, s.email, s.phone, s.registration_date,
                 s.city, s.state, s.country, s.age_group)::text) AS raw_hash,
         -- ids and text: trimmed, empty = NULL

@@ -25,7 +25,7 @@ categories AS (
 trimmed AS (
     SELECT
         s._batch_id, s._source_file, s._source_line,
-        to_jsonb(s) AS raw,
+        ROW(s.*)::staging.products AS raw,  -- the row as received; to jsonb only if quarantined
         md5(ROW(s.product_id, s.product_name, s.category, s.sub_category, s.price, s.cost,
                 s.brand, s.stock_quantity, s.supplier_id)::text) AS raw_hash,
         nullif(btrim(s.product_id), '') AS product_id,

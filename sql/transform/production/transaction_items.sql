@@ -23,7 +23,7 @@ source AS (
 trimmed AS (
     SELECT
         s._batch_id, s._source_file, s._source_line,
-        to_jsonb(s) AS raw,
+        ROW(s.*)::staging.transaction_items AS raw,  -- the row as received; to jsonb only if quarantined
         md5(ROW(s.item_id, s.transaction_id, s.product_id, s.quantity, s.unit_price,
                 s.discount_percentage, s.line_total)::text) AS raw_hash,
         nullif(btrim(s.item_id), '') AS item_id,

@@ -29,7 +29,7 @@ payment_methods AS (
 trimmed AS (
     SELECT
         s._batch_id, s._source_file, s._source_line,
-        to_jsonb(s) AS raw,
+        ROW(s.*)::staging.transactions AS raw,  -- the row as received; to jsonb only if quarantined
         md5(ROW(s.transaction_id, s.customer_id, s.transaction_date, s.transaction_time,
                 s.payment_method, s.shipping_address, s.total_amount)::text) AS raw_hash,
         nullif(btrim(s.transaction_id), '') AS transaction_id,

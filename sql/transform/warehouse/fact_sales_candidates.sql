@@ -17,12 +17,14 @@ changed_items AS (
     SELECT i.item_id
     FROM production.transaction_items i, watermarks w
     WHERE %(full_refresh)s OR i.updated_at > w.items_after
-    UNION
+    -- disjoint from the branch above (and an item has one transaction), so no de-duplication
+    UNION ALL
     SELECT i.item_id
     FROM production.transactions t
     JOIN production.transaction_items i ON i.transaction_id = t.transaction_id
     CROSS JOIN watermarks w
     WHERE NOT %(full_refresh)s AND t.updated_at > w.transactions_after
+      AND i.updated_at <= w.items_after
 )
 SELECT
     i.item_id,

@@ -1,0 +1,111 @@
+"""The benchmark harness (bench/run_benchmark.py) at a tiny size: the floor and the pipeline
+are measured on the same files and in the same database. Not a timed test: no figure is
+asserted, only where the figures come from."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from dwh import citus
+from dwh.settings import CitusSettings
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "run_benchmark.py"
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("run_benchmark", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_floor_and_pipeline_use_the_same_files_and_database(db_url, tmp_path):
+    bench = _bench_module()
+    args = bench.parse_args(
+        [
+            "--sizes", "1500",
+            "--database-url", db_url,
+            "--in-place",
+            "--work-dir", str(tmp_path / "work"),
+            "--output-dir", str(tmp_path / "results"),
+            "--repeats", "2",
+            "--naive", "insert_rows",
+            "--naive-rows", "50",
+        ]
+    )  # fmt: skip
+    report = bench.run(args)
+
+    written = json.loads(Path(report["output"]).read_text())
+    (result,) = written["results"]
+    files = {f["file"]: f["sha256"] for f in result["files"]}
+    assert set(files) == {
+        "customers.csv",
+        "products.csv",
+        "transactions.csv",
+        "transaction_items.csv",
+    }
+    # the same bytes: what the floor copied is what the pipeline recorded in ops.ingested_files
+    assert result["floor"]["sha256"] == files
+    assert result["pipeline"]["sha256"] == files
+    # the same database of the same server
+    assert result["floor"]["database"] == result["pipeline"]["database"]
+    assert result["floor"]["database"]["database"] == db_url.rsplit("/", 1)[1]
+    # every figure the report promises is there
+    stages = result["pipeline"]["stages"]
+    assert set(stages) == {
+        "ingest",
+        "quality",
+        "production",
+        "warehouse",
+        "aggregates",
+        "analytics",
+    }
+    assert result["floor"]["rows"] == sum(f["rows"] for f in result["files"])
+    assert result["order_lines"] == result["floor"]["files"]["transaction_items.csv"]["rows"]
+    assert result["incremental"]["order_lines"] > 0
+    assert result["rerun"]["seconds"] > 0
+    assert result["pipeline"]["peak_rss_mb"] > 0
+    assert set(result["queries"]["analytics"]) >= {"top_products_by_revenue", "cohort_retention"}
+    assert all("p95_ms" in q for q in result["queries"]["analytics"].values())
+    assert result["naive"]["method"] == "insert_rows" and result["naive"]["rows"] > 0
+    assert {t["target"] for t in written["targets"]}
+    assert (tmp_path / "results" / "latest.md").read_text().startswith("Run ")
+
+    # the bench's own tables are gone; the pipeline's facts are all there
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname IN ('bench_floor', 'bench_naive')"
+            )
+            assert cur.fetchone()[0] == 0
+            cur.execute("SELECT count(*) FROM warehouse.fact_sales")
+            assert cur.fetchone()[0] >= result["order_lines"]
+            cur.execute(
+                "SELECT details->'citus' FROM ops.stage_runs WHERE stage = 'warehouse'"
+                " ORDER BY run_id DESC LIMIT 1"
+            )
+            assert cur.fetchone()[0] == {"enabled": False}
+    finally:
+        conn.close()
+
+
+def test_citus_opt_in_is_inert_on_plain_postgresql(db_url, caplog):
+    conn = psycopg2.connect(db_url)
+    try:
+        assert not citus.citus_installed(conn)
+        with caplog.at_level(logging.INFO):
+            result = citus.apply(conn, CitusSettings(enabled=True), logging.getLogger("test"))
+        assert result == {"enabled": True, "skipped": "citus extension not installed"}
+        assert "skipped" in caplog.text
+        assert conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_INERROR
+    finally:
+        conn.close()
