@@ -27,6 +27,8 @@ from test_warehouse_support import (
     table_checksums,
 )
 
+from dwh import db
+
 pytestmark = pytest.mark.integration
 
 D = Decimal
@@ -391,42 +393,204 @@ def test_second_run_changes_nothing_and_full_refresh_gives_the_same_tables(wh):
     assert table_checksums(conn) == first
 
 
-def test_one_by_one_equals_all_at_once(pg_server_url, db_url, make_settings):
-    """Batches loaded one by one or together give the same facts and aggregates (the product
-    cost stays the same here: a cost change is history that an all-at-once load never saw)."""
+# Batch 3 (business date 2024-03-20): C1 moves again and P2's cost changes again, with orders
+# on the day, one in between, and a late order dated before batch 2's changes.
+BATCH_3 = Batch(
+    "batch_0003",
+    dt.date(2024, 3, 20),
+    customers=[replace(CUSTOMER_C1, city="Goa", state="Goa")],
+    products=[replace(BATCH_2.products[0], cost=D("21.00"))],
+    transactions=[
+        Transaction("T11", "C1", dt.date(2024, 3, 20), "UPI"),
+        Transaction("T12", "C2", dt.date(2024, 3, 15), "Credit Card"),
+        Transaction("T13", "C1", dt.date(2024, 3, 5), "Debit Card"),
+    ],
+    items=[
+        Item("I15", "T11", "P2", 3, D("40.00"), D("0")),
+        Item("I16", "T12", "P2", 1, D("40.00"), D("5")),
+        Item("I17", "T13", "P2", 2, D("40.00"), D("10")),
+        Item("I18", "T11", "P1", 1, D("500.00"), D("0")),
+    ],
+)
+
+
+@pytest.fixture
+def second_db(pg_server_url, db_url):
+    """A second fresh database on the same server (for comparing two ways of loading)."""
     import uuid
 
     from psycopg2 import sql
-
-    no_cost_change = replace(BATCH_2, products=[])
-    one = open_warehouse(db_url)
-    settings = make_settings(db_url)
-    load_batch(one, BATCH_1)
-    run_stages(one, settings)
-    load_batch(one, no_cost_change)
-    run_stages(one, settings)
 
     name = f"dwh_test_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(pg_server_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    other_url = db_url.rsplit("/", 1)[0] + "/" + name
     try:
-        together = open_warehouse(other_url)
-        load_batch(together, BATCH_1)
-        load_batch(together, no_cost_change)
-        run_stages(together, make_settings(other_url))
-        tables = ("fact_sales", "dim_date", *AGGREGATES)
-        assert table_checksums(together, tables) == table_checksums(one, tables)
-        together.close()
+        yield db_url.rsplit("/", 1)[0] + "/" + name
     finally:
-        one.close()
         with admin.cursor() as cur:
             cur.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
         admin.close()
+
+
+def _load_apart_and_together(db_url, other_url, make_settings, batches):
+    """Load the batches one per run into db_url and all then one run into other_url; return
+    both connections and settings."""
+    one, settings = open_warehouse(db_url), make_settings(db_url)
+    for batch in batches:
+        load_batch(one, batch)
+        run_stages(one, settings)
+    together, other_settings = open_warehouse(other_url), make_settings(other_url)
+    for batch in batches:
+        load_batch(together, batch)
+    run_stages(together, other_settings)
+    return (one, settings), (together, other_settings)
+
+
+def test_one_by_one_equals_all_at_once_equals_full_refresh(db_url, second_db, make_settings):
+    """A product's cost and a customer's city change in batch 2 and again in batch 3, with orders
+    in each batch: one batch per run, all three then one run, and --full-refresh after either give
+    the same warehouse, every column of every table (surrogate keys and load times aside)."""
+    batches = (BATCH_1, BATCH_2, BATCH_3)
+    (one, settings), (together, other_settings) = _load_apart_and_together(
+        db_url, second_db, make_settings, batches
+    )
+    try:
+        expected = table_checksums(one)
+        assert table_checksums(together) == expected
+        assert table_checksums_after_full_refresh(one, settings) == expected
+        assert table_checksums_after_full_refresh(together, other_settings) == expected
+
+        # the whole history is there: three versions of C1 and of P2
+        assert fetch(
+            together,
+            """SELECT city, effective_from, effective_to, is_current FROM warehouse.dim_customers
+               WHERE customer_id = 'C1' ORDER BY effective_from""",
+        ) == [
+            ("Mumbai", dt.date(1900, 1, 1), dt.date(2024, 3, 10), False),
+            ("Delhi", dt.date(2024, 3, 10), dt.date(2024, 3, 20), False),
+            ("Goa", dt.date(2024, 3, 20), dt.date(9999, 12, 31), True),
+        ]
+        assert fetch(
+            together,
+            "SELECT cost, effective_from FROM warehouse.dim_products WHERE product_id = 'P2'"
+            " ORDER BY effective_from",
+        ) == [
+            (D("15.00"), dt.date(1900, 1, 1)),
+            (D("18.00"), dt.date(2024, 3, 10)),
+            (D("21.00"), dt.date(2024, 3, 20)),
+        ]
+        # each line carries the cost and the customer version valid on its order date
+        lines = {
+            item: (cost, city)
+            for item, cost, city in fetch(
+                together,
+                """SELECT f.item_id, f.cost_amount / f.quantity, c.city
+                   FROM warehouse.fact_sales f JOIN warehouse.dim_customers c USING (customer_key)
+                   WHERE f.item_id IN ('I10', 'I11', 'I15', 'I16', 'I17')""",
+            )
+        }
+        assert lines == {
+            "I10": (D("15"), "Mumbai"),  # 2024-03-01
+            "I11": (D("18"), "Delhi"),  # 2024-03-10
+            "I15": (D("21"), "Goa"),  # 2024-03-20
+            "I16": (D("18"), "Pune"),  # C2, 2024-03-15
+            "I17": (D("15"), "Mumbai"),  # late order dated 2024-03-05
+        }
+    finally:
+        one.close()
+        together.close()
+
+
+def test_facts_already_loaded_move_to_a_version_that_now_covers_their_date(
+    db_url, second_db, make_settings
+):
+    """Batch 1 (business date 2024-02-20) sent orders up to 2024-03-01 (kept with future_date:
+    default); batch 2 changes C1 and P2 from 2024-02-25. The lines of batch 1 dated on or after
+    that day move to the new versions (and the new cost), as when both are loaded together."""
+    early = replace(BATCH_1, business_date=dt.date(2024, 2, 20))
+    change = Batch(
+        "batch_0002",
+        dt.date(2024, 2, 25),
+        customers=[replace(CUSTOMER_C1, city="Delhi", state="Delhi")],
+        products=[replace(BATCH_2.products[0], cost=D("18.00"))],
+    )
+    (one, settings), (together, _) = _load_apart_and_together(
+        db_url, second_db, make_settings, (early, change)
+    )
+    try:
+        assert table_checksums(one) == table_checksums(together)
+        lines = {
+            item: (cost, city)
+            for item, cost, city in fetch(
+                one,
+                """SELECT f.item_id, f.cost_amount / f.quantity, c.city
+                   FROM warehouse.fact_sales f JOIN warehouse.dim_customers c USING (customer_key)
+                   WHERE f.item_id IN ('I05', 'I09', 'I10')""",
+            )
+        }
+        # I05: C1 on 2024-01-20 (before); I09: C4 on 2024-02-29; I10: C1 on 2024-03-01 (after)
+        assert lines == {
+            "I05": (D("15"), "Mumbai"),
+            "I09": (D("18"), "Ahmedabad"),
+            "I10": (D("18"), "Delhi"),
+        }
+        # and the aggregates followed the moved lines
+        assert scalar(one, "SELECT sum(profit) FROM warehouse.fact_sales") == scalar(
+            one, "SELECT sum(profit) FROM warehouse.agg_product_performance"
+        )
+        run_stages(one, settings, full_refresh=True)
+        assert table_checksums(one) == table_checksums(together)
+    finally:
+        one.close()
+        together.close()
+
+
+def test_version_log_appends_nothing_on_a_rerun_or_for_an_unchanged_row(wh):
+    conn, settings = wh
+    load_batch(conn, BATCH_1)
+    load_batch(conn, BATCH_2)
+    count = (
+        "SELECT (SELECT count(*) FROM production.customer_versions),"
+        " (SELECT count(*) FROM production.product_versions)"
+    )
+    logged = fetch(conn, count)[0]
+    assert logged == (len(BATCH_1.customers) + 2, len(BATCH_1.products) + 1)
+    # the same batch again logs nothing
+    load_batch(conn, BATCH_2)
+    assert fetch(conn, count)[0] == logged
+    # a re-sent row whose tracked attributes did not change logs nothing, even when production
+    # rewrote it for an untracked column
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE production.products SET stock_quantity = 7, _batch_id = 'batch_0003'"
+            " WHERE product_id = 'P2'"
+        )
+    load_batch(conn, Batch("batch_0003", dt.date(2024, 3, 20), customers=[BATCH_2.customers[0]]))
+    assert fetch(conn, count)[0] == logged
+    run_stages(conn, settings)
+    before = table_checksums(conn)
+    run_stages(conn, settings)
+    assert table_checksums(conn) == before
+
+
+def test_a_warehouse_loaded_before_the_version_logs_gets_them_from_its_history(wh):
+    """Upgrade: with empty logs, the DDL fills them from the dimensions' history (and from
+    production rows not merged yet), so the next run and --full-refresh keep every version."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    before = table_checksums(conn)
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE production.customer_versions, production.product_versions")
+        cur.execute("DELETE FROM ops.warehouse_watermarks WHERE source_table LIKE '%_versions'")
+    conn.commit()
+    db.apply_ddl(conn)
+    run_stages(conn, settings)
+    assert table_checksums(conn) == before
+    assert table_checksums_after_full_refresh(conn, settings) == before
 
 
 def test_dim_date_holds_whole_years_with_calendar_and_fiscal_attributes(wh):

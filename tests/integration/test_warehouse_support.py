@@ -164,7 +164,8 @@ def _hash(*values: object) -> str:
 
 
 def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
-    """Upsert a batch into ops.batches and the production tables (latest wins), and commit."""
+    """Upsert a batch into ops.batches, the production tables (latest wins) and the version
+    logs, and commit."""
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO ops.batches (batch_id, business_date) VALUES (%s, %s)"
@@ -281,6 +282,9 @@ def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
                     line,
                 ),
             )
+    # the version logs, as the production stage writes them when it promotes a batch
+    for log in ("customer_versions", "product_versions"):
+        db.run_sql_file(conn, f"transform/production/{log}.sql", {"batch_id": batch.batch_id})
     conn.commit()
 
 

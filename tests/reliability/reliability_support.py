@@ -331,6 +331,7 @@ VOLATILE = {
     "file_id",
     "loaded_at",
     "registered_at",
+    "recorded_at",
 }
 SURROGATE = {
     "dim_customers": "customer_key",

@@ -35,6 +35,11 @@ STAGE = "production"
 TABLES: tuple[str, ...] = tuple(f.table for f in SOURCE_FILES)  # parents before children
 RETRYABLE_TABLES: tuple[str, ...] = ("transactions", "transaction_items")
 LOOKUPS: tuple[str, ...] = ("categories", "payment_methods")
+# Tables whose versions are logged for the warehouse's SCD2 dimensions (docs/warehouse.md).
+VERSIONED_TABLES: dict[str, str] = {
+    "customers": "customer_versions",
+    "products": "product_versions",
+}
 
 # Rules that have a default and may be switched to critical in production.rules.
 CONFIGURABLE_RULES: dict[str, str] = {
@@ -177,6 +182,8 @@ def _params(settings: Settings, table: str, batch_id: str | None, run_id: int | 
 def _run_promotion(conn: psycopg2.extensions.connection, params: dict[str, Any]) -> dict:
     table = params["table_name"]
     db.run_sql_file(conn, f"transform/production/{table}.sql", params)
+    if table in VERSIONED_TABLES:  # the SCD2 version log, in the same transaction
+        db.run_sql_file(conn, f"transform/production/{VERSIONED_TABLES[table]}.sql", params)
     text = db.sql_path("transform/production/_finish.sql").read_text(encoding="utf-8")
     with conn.cursor() as cur:
         cur.execute(text, params)
@@ -211,7 +218,17 @@ def promote_batch(
             )
             row = cur.fetchone()
             ingested = int(row[0]) if row else None
-        counts = _run_promotion(conn, params)
+        # A first load into an empty table defers its foreign keys and secondary indexes to
+        # one set-based pass each (db.bulk_load); later batches use the indexes as they are.
+        # The first order lines also rewrite computed_total of (nearly) every transaction, so
+        # the transactions' secondary indexes are rebuilt once after that update as well.
+        first_load = db.table_is_empty(conn, f"production.{table}")
+        parent = "production.transactions" if table == "transaction_items" else None
+        with (
+            db.bulk_load(conn, f"production.{table}", first_load),
+            db.bulk_load(conn, parent or "", first_load and bool(parent), foreign_keys=False),
+        ):
+            counts = _run_promotion(conn, params)
         identity = counts["accepted"] + counts["quarantined"] + counts["duplicates"]
         if counts["staged"] != identity or (ingested is not None and ingested != counts["staged"]):
             raise QualityGateFailed(

@@ -1,16 +1,16 @@
 """Warehouse stage: merge the dimensions (SCD type 2) and load fact_sales incrementally.
 
 All in the stage's one transaction, in this order: dim_customers and dim_products are merged
-from the production rows written since the last merge (change detection by a hash of the
-tracked attributes); the order lines written since the last load are selected; the payment
+from the versions that the production stage logged since the last merge
+(production.customer_versions, production.product_versions); the order lines written since the last load are selected; the payment
 methods and calendar days they need are added; unknown customers or products get inferred
 members; the lines are inserted (or updated, if production changed them) with the dimension
 versions valid on their order dates; and the keys they touched are queued for the aggregates
 stage. What is "new" is derived from the data (production updated_at against the watermarks in
 ops.warehouse_watermarks, written in the same transaction), so a killed run leaves nothing
 behind and the next run redoes the work. --full-refresh reloads fact_sales from all of
-production and queues a full rebuild of the aggregates; the dimensions keep their history (it
-exists nowhere else) and are re-compared with every production row. Details: docs/warehouse.md.
+production and queues a full rebuild of the aggregates; the dimensions are emptied (unknown
+members aside) and rebuilt by replaying the whole version log. Details: docs/warehouse.md.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from dwh import citus
 from dwh.contract import PAYMENT_METHODS
-from dwh.db import sql_path
+from dwh.db import bulk_load, sql_path, table_is_empty
 from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
 
@@ -49,9 +50,12 @@ def run_sql(
 
 
 def _full_refresh_reset(conn: psycopg2.extensions.connection) -> None:
-    """Forget what was loaded: every production row is looked at again, facts are reloaded."""
+    """Forget what was loaded: every production row is looked at again, facts are reloaded,
+    the dimensions are rebuilt from the version logs (their unknown members stay)."""
     with conn.cursor() as cur:
         cur.execute("TRUNCATE warehouse.fact_sales RESTART IDENTITY")
+        cur.execute("DELETE FROM warehouse.dim_customers WHERE customer_key <> -1")
+        cur.execute("DELETE FROM warehouse.dim_products WHERE product_key <> -1")
         cur.execute("DELETE FROM ops.warehouse_watermarks")
         cur.execute("DELETE FROM ops.warehouse_refresh_queue")
         cur.execute("INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true)")
@@ -81,13 +85,15 @@ def _grant_bi_login(conn: psycopg2.extensions.connection, ctx: RunContext) -> st
 def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
     wh = settings.warehouse
     full = ctx.options.full_refresh
+    # Opt-in, before any write of this transaction: inert without the citus extension.
+    distributed = citus.apply(conn, wh.citus, ctx.log)
     if full:
         _full_refresh_reset(conn)
-        ctx.log.info("full refresh: fact_sales emptied, every production row is looked at")
+        ctx.log.info("full refresh: fact_sales and dimensions emptied, every version replayed")
 
     scd = {"full_refresh": full, "first_from": wh.first_version_effective_from}
-    customers = run_sql(conn, f"{SQL}/dim_customers.sql", scd)
-    products = run_sql(conn, f"{SQL}/dim_products.sql", scd)
+    customers = run_sql(conn, f"{SQL}/dim_customers_scd2.sql", scd)
+    products = run_sql(conn, f"{SQL}/dim_products_scd2.sql", scd)
     candidates = run_sql(conn, f"{SQL}/fact_sales_candidates.sql", {"full_refresh": full})
     methods = run_sql(conn, f"{SQL}/dim_payment_method.sql", {"methods": list(PAYMENT_METHODS)})
     dates = run_sql(
@@ -99,7 +105,17 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
             "fiscal_start": wh.fiscal_year_start_month,
         },
     )
-    facts = run_sql(conn, f"{SQL}/fact_sales.sql", scd) or {
+    # An empty fact (first load, --full-refresh) is bulk-loaded: foreign keys and secondary
+    # indexes are recreated after the insert, not maintained row by row (db.bulk_load); and
+    # since every key is new, the aggregates are rebuilt whole (one queue marker) instead of
+    # being refreshed key by key from a queue of every date x customer x product.
+    fact_empty = table_is_empty(conn, "warehouse.fact_sales")
+    with bulk_load(conn, "warehouse.fact_sales", fact_empty):
+        facts = run_sql(conn, f"{SQL}/fact_sales.sql", {**scd, "full_refresh": full or fact_empty})
+    if fact_empty and not full and facts and int(facts["inserted"]):
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true)")
+    facts = facts or {
         "inserted": 0,
         "updated": 0,
         "inferred_customers": 0,
@@ -129,5 +145,6 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
             "dim_date": dates,
             "fact_sales": facts,
             "bi_reader": bi_login,
+            "citus": distributed,
         },
     )
