@@ -186,10 +186,25 @@ class _Ledger:
         )
 
 
+LOCK_GRACE_S = 1.0
+"""How long a refused lock is tried again: a run that just ended releases its lock when its
+server process exits, a few milliseconds after the client closed the connection."""
+
+
+def _try_lock(cur: psycopg2.extensions.cursor) -> bool:
+    deadline = time.monotonic() + LOCK_GRACE_S
+    while True:
+        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (PIPELINE_LOCK_KEY,))
+        if cur.fetchone()[0]:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
 def _acquire_lock(conn: psycopg2.extensions.connection) -> None:
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (PIPELINE_LOCK_KEY,))
-        if not cur.fetchone()[0]:
+        if not _try_lock(cur):
             other = None
             cur.execute("SELECT to_regclass('ops.pipeline_runs') IS NOT NULL")
             if cur.fetchone()[0]:  # absent while the other run applies the first DDL
