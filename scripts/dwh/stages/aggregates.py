@@ -68,13 +68,15 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     with conn.cursor() as cur:
         cur.execute("DELETE FROM ops.warehouse_refresh_queue")
         queued = cur.rowcount
-    ctx.log.info(
-        "%s: %d dates, %d products, %d customers",
-        "rebuilt" if full else "refreshed",
-        touched["dates"],
-        touched["products"],
-        touched["customers"],
-    )
+    if full:
+        ctx.log.info("rebuilt every aggregate from fact_sales: %d rows", sum(rows.values()))
+    else:
+        ctx.log.info(
+            "refreshed: %d dates, %d products, %d customers",
+            touched["dates"],
+            touched["products"],
+            touched["customers"],
+        )
     return StageResult(
         rows_in=queued,
         rows_out=sum(rows.values()),
