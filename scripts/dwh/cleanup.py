@@ -317,10 +317,9 @@ def run_cleanup(
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
-    import sys
 
-    from dwh.cli import EPILOG
-    from dwh.exceptions import ExitCode, PipelineError
+    from dwh.cli import EPILOG, run_guarded
+    from dwh.exceptions import ExitCode
     from dwh.logs import setup_logging
     from dwh.settings import load_settings
 
@@ -340,20 +339,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     args = parser.parse_args(argv)
     setup_logging(-1 if args.quiet else 0)
-    try:
+
+    def command() -> int:
         settings = load_settings(
             args.config, database_url=args.database_url, data_dir=args.data_dir
         )
         setup_logging(-1 if args.quiet else 0, settings.log_dir)
         report = run_cleanup(settings, dry_run=args.dry_run)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except Exception:
-        log.exception("internal error")
-        return ExitCode.INTERNAL_ERROR
-    print(json.dumps(report.to_json(), indent=2) if args.json else report.describe())
-    return ExitCode.OK
+        print(json.dumps(report.to_json(), indent=2) if args.json else report.describe())
+        return ExitCode.OK
+
+    return run_guarded(command)

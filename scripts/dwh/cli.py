@@ -404,11 +404,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbosity = -1 if args.quiet else args.verbose
     setup_logging(verbosity)
-    try:
+
+    def command() -> int:
         if args.command == "run":
-            settings = _settings(args)
-            setup_logging(verbosity, settings.log_dir)
+            setup_logging(verbosity, _settings(args).log_dir)
         return COMMANDS[args.command](args)
+
+    return run_guarded(command)
+
+
+def run_guarded(command: Callable[[], int]) -> int:
+    """Run an entry point's work; expected failures become one `error:` line and their exit
+    code, anything else a logged traceback and exit 1. Shared by every script in scripts/."""
+    try:
+        return command()
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

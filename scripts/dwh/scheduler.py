@@ -29,7 +29,6 @@ import os
 import re
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -521,13 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from dwh.cli import run_guarded
     from dwh.logs import setup_logging
     from dwh.settings import load_settings
 
     args = build_parser().parse_args(argv)
     verbosity = -1 if args.quiet else args.verbose
     setup_logging(verbosity)
-    try:
+
+    def command() -> int:
         overrides: dict[str, Any] = {}
         if args.daily_at is not None:
             overrides["daily_at"] = args.daily_at
@@ -550,12 +551,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({**asdict(result), "slot": result.slot.isoformat()}))
             return result.exit_code
         return daemon.run_forever()
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except Exception:
-        log.exception("internal error")
-        return ExitCode.INTERNAL_ERROR
+
+    return run_guarded(command)
