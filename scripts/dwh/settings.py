@@ -40,7 +40,7 @@ class EmbeddedSettings:
 
 @dataclass(frozen=True)
 class NextBatchSettings:
-    transactions: int = 300
+    transactions: int = 15
     """New orders in each --next-batch."""
     new_customers: int = 10
     """Customers first seen in each --next-batch."""

@@ -278,7 +278,7 @@ def test_next_batches_continue_one_business_day_at_a_time(two_days: list[Path]) 
             assert after["last_ids"][kind] > last
     for folder, m in zip(two_days[1:], manifests[1:], strict=True):
         txns = read_rows(folder / "transactions.csv")
-        assert len(txns) == 300
+        assert len(txns) == 15
         assert {r["transaction_date"] for r in txns} == {m["business_date"]}
         first_txn = int(txns[0]["transaction_id"][3:])
         previous = manifests[m["batch_number"] - 2]["last_ids"]
@@ -534,5 +534,5 @@ def test_stage_writes_history_once_then_only_on_next_batch(tmp_path) -> None:
     options = RunOptions(next_batch=True, seed=3, dirty_rate=0.0)
     third = generate_stage.run(None, settings, RunContext(3, options, log))
     assert third.details["batch_id"] == "batch_0002"
-    assert third.details["files"]["transactions.csv"] == 300
+    assert third.details["files"]["transactions.csv"] == 15
     assert manifest_of(settings.raw_dir / "batch_0002")["seed"] == 3
