@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import csv
 import datetime as dt
-import hashlib
 import importlib
 import json
 import logging
@@ -58,6 +57,7 @@ from dwh.exceptions import AlreadyRunning  # noqa: E402
 from dwh.orchestrator import STAGES, run_pipeline  # noqa: E402
 from dwh.settings import Settings, load_settings, mask_url  # noqa: E402
 from dwh.stage import RunOptions  # noqa: E402
+from dwh.stages.ingest import sha256_of  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -197,14 +197,6 @@ def server_settings(url: str) -> dict[str, str]:
 
 
 # ─── the files ───────────────────────────────────────────────────────────────────────────────
-def sha256_of(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
 def dataset_files(batch_dir: Path) -> list[dict[str, Any]]:
     """The source files of a batch, in contract order, with rows, bytes and sha256."""
     files = []

@@ -142,6 +142,22 @@ def bulk_load(
         cur.execute(f"ANALYZE {table}")
 
 
+def run_sql_file_row(
+    conn: psycopg2.extensions.connection,
+    relative: str,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Execute a (multi-statement) file under sql/; returns its last statement's row as a dict
+    ({} when it returns none), for files that end by reporting their counts."""
+    text = sql_path(relative).read_text(encoding="utf-8")
+    with conn.cursor() as cur:
+        cur.execute(text, params if params is not None else None)
+        row = cur.fetchone() if cur.description is not None else None
+        if row is None:
+            return {}
+        return {col.name: value for col, value in zip(cur.description, row, strict=True)}
+
+
 def apply_ddl(conn: psycopg2.extensions.connection) -> list[str]:
     """Apply every sql/ddl/*.sql in name order, in one transaction; returns the file names."""
     applied = []

@@ -761,7 +761,7 @@ def test_failed_aggregates_stage_leaves_the_queue_and_the_next_run_completes(wh,
 
     from dwh.stages import aggregates
 
-    real = aggregates.run_sql
+    real = aggregates.run_sql_file_row
 
     def failing(conn_, relative, params):
         result = real(conn_, relative, params)
@@ -769,7 +769,7 @@ def test_failed_aggregates_stage_leaves_the_queue_and_the_next_run_completes(wh,
             raise RuntimeError("killed mid-stage")
         return result
 
-    monkeypatch.setattr(aggregates, "run_sql", failing)
+    monkeypatch.setattr(aggregates, "run_sql_file_row", failing)
     with pytest.raises(RuntimeError):
         run_stages(conn, settings, ("aggregates",))
     # nothing half-refreshed: the aggregates are still those of batch 1, the queue is intact
@@ -777,7 +777,7 @@ def test_failed_aggregates_stage_leaves_the_queue_and_the_next_run_completes(wh,
     now = table_checksums(conn, AGGREGATES)
     assert now == {t: expected[t] for t in AGGREGATES}
 
-    monkeypatch.setattr(aggregates, "run_sql", real)
+    monkeypatch.setattr(aggregates, "run_sql_file_row", real)
     run_stages(conn, settings, ("aggregates",))
     assert scalar(conn, "SELECT count(*) FROM ops.warehouse_refresh_queue") == 0
     incremental = table_checksums(conn)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import psycopg2.extensions
 
+from dwh.db import run_sql_file_row
 from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
-from dwh.stages.warehouse import SQL, run_sql
+from dwh.stages.warehouse import SQL
 
 STAGE = "aggregates"
 
@@ -55,7 +56,7 @@ def _row_count(conn: psycopg2.extensions.connection, table: str) -> int:
 
 
 def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
-    touched = run_sql(conn, f"{SQL}/agg_refresh_keys.sql", {})
+    touched = run_sql_file_row(conn, f"{SQL}/agg_refresh_keys.sql", {})
     full = ctx.options.full_refresh or bool(touched["full_refresh_queued"])
     if not full and not any(touched[k] for k in ("dates", "products", "customers")):
         ctx.log.info("nothing queued: aggregates are up to date")
@@ -63,7 +64,7 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     params = _params(settings, full)
     rows: dict[str, int] = {}
     for table in AGGREGATES:
-        run_sql(conn, f"{SQL}/{table}.sql", params)
+        run_sql_file_row(conn, f"{SQL}/{table}.sql", params)
         rows[table] = _row_count(conn, table)
     with conn.cursor() as cur:
         cur.execute("DELETE FROM ops.warehouse_refresh_queue")

@@ -16,15 +16,13 @@ members aside) and rebuilt by replaying the whole version log. Details: docs/war
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
 from dwh import citus
 from dwh.contract import PAYMENT_METHODS
-from dwh.db import bulk_load, sql_path, table_is_empty
+from dwh.db import bulk_load, run_sql_file_row, table_is_empty
 from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
 
@@ -32,21 +30,6 @@ STAGE = "warehouse"
 SQL = "transform/warehouse"
 BI_ROLE = "bi_reader"
 BI_PASSWORD_ENV = "DWH_BI_READER_PASSWORD"
-
-
-def run_sql(
-    conn: psycopg2.extensions.connection, relative: str, params: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Execute a multi-statement file under sql/; returns its last statement's row as a dict."""
-    text = sql_path(relative).read_text(encoding="utf-8")
-    with conn.cursor() as cur:
-        cur.execute(text, params)
-        if cur.description is None:
-            return {}
-        row = cur.fetchone()
-        if row is None:
-            return {}
-        return {col.name: value for col, value in zip(cur.description, row, strict=True)}
 
 
 def _full_refresh_reset(conn: psycopg2.extensions.connection) -> None:
@@ -92,11 +75,13 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         ctx.log.info("full refresh: fact_sales and dimensions emptied, every version replayed")
 
     scd = {"full_refresh": full, "first_from": wh.first_version_effective_from}
-    customers = run_sql(conn, f"{SQL}/dim_customers_scd2.sql", scd)
-    products = run_sql(conn, f"{SQL}/dim_products_scd2.sql", scd)
-    candidates = run_sql(conn, f"{SQL}/fact_sales_candidates.sql", {"full_refresh": full})
-    methods = run_sql(conn, f"{SQL}/dim_payment_method.sql", {"methods": list(PAYMENT_METHODS)})
-    dates = run_sql(
+    customers = run_sql_file_row(conn, f"{SQL}/dim_customers_scd2.sql", scd)
+    products = run_sql_file_row(conn, f"{SQL}/dim_products_scd2.sql", scd)
+    candidates = run_sql_file_row(conn, f"{SQL}/fact_sales_candidates.sql", {"full_refresh": full})
+    methods = run_sql_file_row(
+        conn, f"{SQL}/dim_payment_method.sql", {"methods": list(PAYMENT_METHODS)}
+    )
+    dates = run_sql_file_row(
         conn,
         f"{SQL}/dim_date.sql",
         {
@@ -111,7 +96,9 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     # being refreshed key by key from a queue of every date x customer x product.
     fact_empty = table_is_empty(conn, "warehouse.fact_sales")
     with bulk_load(conn, "warehouse.fact_sales", fact_empty):
-        facts = run_sql(conn, f"{SQL}/fact_sales.sql", {**scd, "full_refresh": full or fact_empty})
+        facts = run_sql_file_row(
+            conn, f"{SQL}/fact_sales.sql", {**scd, "full_refresh": full or fact_empty}
+        )
     if fact_empty and not full and facts and int(facts["inserted"]):
         with conn.cursor() as cur:
             cur.execute("INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true)")
