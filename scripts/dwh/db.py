@@ -98,8 +98,6 @@ def bulk_load(
     conn: psycopg2.extensions.connection,
     table: str,
     enabled: bool = True,
-    *,
-    foreign_keys: bool = True,
 ):
     """Load an empty table fast, in the caller's transaction: drop its foreign keys and its
     non-unique indexes, run the load, then recreate them from their own catalog definitions
@@ -108,17 +106,15 @@ def bulk_load(
     statistics. Unique indexes and the primary key stay (ON CONFLICT needs them). The DDL is
     transactional: a failure or a kill rolls everything back with the rows. Takes an exclusive
     lock on `table` until the transaction ends, so use it only when the table is empty (a first
-    load or a full refresh), where nobody can miss rows that are not there yet, or when a
-    statement rewrites nearly every row. foreign_keys=False keeps the foreign keys (an update
-    that does not change them never checks them)."""
+    load or a full refresh), where nobody can miss rows that are not there yet."""
     if not enabled:
         yield
         return
     with conn.cursor() as cur:
         cur.execute(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-            " WHERE conrelid = %s::regclass AND contype = 'f' AND %s ORDER BY conname",
-            (table, foreign_keys),
+            " WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname",
+            (table,),
         )
         foreign_keys = cur.fetchall()
         cur.execute(

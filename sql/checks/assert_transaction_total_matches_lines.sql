@@ -6,5 +6,5 @@
 -- (computed_total) by more than a cent. A warning: the source total is kept as sent, and a
 -- line quarantined for a missing product makes the two differ until it is promoted.
 SELECT transaction_id, total_amount, computed_total
-FROM production.transactions
+FROM production.transaction_totals
 WHERE computed_total IS NULL OR abs(total_amount - computed_total) > 0.01

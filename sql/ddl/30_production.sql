@@ -115,7 +115,6 @@ CREATE TABLE IF NOT EXISTS production.transactions (
     payment_method     text          NOT NULL,     -- canonical name, or 'unknown'
     shipping_address   text,
     total_amount       numeric(12,2) NOT NULL CHECK (total_amount >= 0),  -- as sent by the source
-    computed_total     numeric(12,2),              -- sum of accepted line totals (never overwrites total_amount)
     _row_hash          text          NOT NULL,
     _batch_id          text          NOT NULL,
     _source_line       bigint        NOT NULL,
@@ -143,6 +142,22 @@ CREATE TABLE IF NOT EXISTS production.transaction_items (
 CREATE INDEX IF NOT EXISTS transaction_items_transaction_idx ON production.transaction_items (transaction_id);
 CREATE INDEX IF NOT EXISTS transaction_items_product_idx ON production.transaction_items (product_id);
 CREATE INDEX IF NOT EXISTS transaction_items_batch_idx ON production.transaction_items (_batch_id);
+
+-- The sum of the accepted lines of each transaction, beside the source total (never overwritten).
+-- A view, not a stored column: keeping a column up to date rewrote every transaction row once
+-- more per load. One index probe per transaction (transaction_items_transaction_idx), so a
+-- query for a few transactions (a batch) stays cheap. Databases from before this view stored
+-- it in production.transactions.computed_total; that column is dropped here.
+ALTER TABLE production.transactions DROP COLUMN IF EXISTS computed_total;
+CREATE OR REPLACE VIEW production.transaction_totals AS
+SELECT
+    t.transaction_id,
+    t.total_amount,
+    (SELECT sum(i.line_total) FROM production.transaction_items AS i
+     WHERE i.transaction_id = t.transaction_id)::numeric(12,2) AS computed_total,
+    t._batch_id
+FROM production.transactions AS t;
+COMMENT ON VIEW production.transaction_totals IS 'Per transaction: the source total_amount and computed_total, the sum of its accepted order lines (NULL when it has none).';
 
 -- ---------------------------------------------------------------------------------------------
 -- Promotion bookkeeping

@@ -220,14 +220,8 @@ def promote_batch(
             ingested = int(row[0]) if row else None
         # A first load into an empty table defers its foreign keys and secondary indexes to
         # one set-based pass each (db.bulk_load); later batches use the indexes as they are.
-        # The first order lines also rewrite computed_total of (nearly) every transaction, so
-        # the transactions' secondary indexes are rebuilt once after that update as well.
         first_load = db.table_is_empty(conn, f"production.{table}")
-        parent = "production.transactions" if table == "transaction_items" else None
-        with (
-            db.bulk_load(conn, f"production.{table}", first_load),
-            db.bulk_load(conn, parent or "", first_load and bool(parent), foreign_keys=False),
-        ):
+        with db.bulk_load(conn, f"production.{table}", first_load):
             counts = _run_promotion(conn, params)
         identity = counts["accepted"] + counts["quarantined"] + counts["duplicates"]
         if counts["staged"] != identity or (ingested is not None and ingested != counts["staged"]):

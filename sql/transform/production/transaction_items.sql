@@ -1,7 +1,7 @@
 -- production.transaction_items from one batch of staging.transaction_items (or, with retry, from
 -- the open retryable rows of ops.quarantine). Builds _promote (every source row with its cleaned
--- values, reason codes, defaults and outcome), upserts the accepted rows and refreshes
--- transactions.computed_total of the transactions they touch; _finish.sql follows.
+-- values, reason codes, defaults and outcome) and upserts the accepted rows; _finish.sql follows.
+-- (The sum of the lines per transaction is the view production.transaction_totals.)
 -- Parameters: batch_id, retry, critical_rules (text[]), line_total_tolerance.
 -- Rules: docs/data_quality.md.
 
@@ -174,21 +174,3 @@ ON CONFLICT (item_id) DO UPDATE SET
     updated_at = now()
 WHERE p._row_hash IS DISTINCT FROM EXCLUDED._row_hash
   AND EXCLUDED._batch_id >= p._batch_id;
-
--- transactions.computed_total: the sum of the accepted lines of every transaction these rows
--- touch (now or before an update moved a line). The source total_amount is never overwritten.
-UPDATE production.transactions AS t
-SET computed_total = s.computed_total, updated_at = now()
-FROM (
-    SELECT touched.transaction_id, sum(i.line_total) AS computed_total
-    FROM (
-        SELECT transaction_id FROM _promote WHERE change IN ('insert', 'update')
-        UNION
-        SELECT previous_transaction_id FROM _promote
-        WHERE change = 'update' AND previous_transaction_id IS NOT NULL
-    ) AS touched
-    LEFT JOIN production.transaction_items AS i ON i.transaction_id = touched.transaction_id
-    GROUP BY touched.transaction_id
-) AS s
-WHERE t.transaction_id = s.transaction_id
-  AND t.computed_total IS DISTINCT FROM s.computed_total;
