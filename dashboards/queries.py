@@ -2,11 +2,17 @@
 that run them.
 
 Values only ever travel as query parameters: the SQL text is constant (a few shared fragments
-are joined at import time). Summary pages read the agg_* tables whenever the filters allow
-(``agg_daily_sales`` and ``agg_payment_method_daily`` for any date range; the per-product and
-per-customer aggregates when the range covers all the data); a category, state or segment filter
-needs the order lines, so then the query reads ``fact_sales`` over the date range (its date_key
-index) joined to the dimensions. No Streamlit here: the app caches these functions.
+are joined at import time). Every page reads the agg_* tables whenever the filters allow:
+``agg_daily_sales`` and ``agg_payment_method_daily`` for any date range without filters; the
+per-product and per-customer aggregates when the range covers all the data; with a category,
+state or segment filter (or a part of the range), ``agg_sales_slices`` (sales per day x category
+x state x segment x payment method) and ``agg_customer_slices`` (distinct customers over a range
+that starts at the first or ends at the last order date). The ``*_LINES_SQL`` statements read
+``fact_sales`` over the date range (its date_key index) joined to the dimensions; they are what
+the aggregates cannot answer exactly: the top products with a filter or a partial range, orders
+with two or more categories selected (an order can hold several), distinct customers over a
+range that touches neither end of the data. They give the same numbers as the slices
+(tests/integration/test_dashboard_slices.py). No Streamlit here: the app caches these functions.
 """
 
 from __future__ import annotations
@@ -52,6 +58,20 @@ class Filters:
         return self.start <= self.data_start and self.end >= self.data_end
 
     @property
+    def touches_data_edge(self) -> bool:
+        """The range starts at or before the first order date or ends at or after the last one:
+        distinct customers then come exactly from the per-customer first and last order dates."""
+        if self.data_start is None or self.data_end is None:
+            return False
+        return self.start <= self.data_start or self.end >= self.data_end
+
+    @property
+    def slices_apply(self) -> bool:
+        """agg_sales_slices answers exactly: at most one category (orders are counted per
+        category, and an order can hold several)."""
+        return len(self.categories) <= 1
+
+    @property
     def days(self) -> int:
         return (self.end - self.start).days + 1
 
@@ -91,6 +111,35 @@ lines AS (
       AND (%(segments)s::text[] IS NULL OR m.customer_segment = ANY (%(segments)s::text[]))
 )"""
 
+# The slices of agg_sales_slices in the date range that pass the filters (same semantics as
+# _LINES: category and state of the versions the lines point at, the customer's current segment).
+# Orders: per category, the orders with a line of it (exact for one category); with no category
+# filter, orders_first, which adds up over categories. Two categories or more: use _LINES.
+_SLICES = """
+slices AS (
+    SELECT s.date_key, s.category, s.state, s.payment_method_key, s.quantity, s.revenue,
+           s.profit,
+           CASE WHEN %(categories)s::text[] IS NULL THEN s.orders_first ELSE s.orders END
+               AS orders
+    FROM warehouse.agg_sales_slices AS s
+    WHERE s.date_key BETWEEN %(start_key)s AND %(end_key)s
+      AND (%(categories)s::text[] IS NULL OR s.category = ANY (%(categories)s::text[]))
+      AND (%(states)s::text[] IS NULL OR s.state = ANY (%(states)s::text[]))
+      AND (%(segments)s::text[] IS NULL OR s.customer_segment = ANY (%(segments)s::text[]))
+)"""
+
+# Customers with a line in the range passing the filters, from agg_customer_slices: exact when
+# the range starts at or before the first order date or ends at or after the last one.
+_SLICE_CUSTOMERS = """
+slice_customers AS (
+    SELECT cs.customer_id, cs.state
+    FROM warehouse.agg_customer_slices AS cs
+    WHERE cs.last_purchase_date >= %(start)s AND cs.first_purchase_date <= %(end)s
+      AND (%(categories)s::text[] IS NULL OR cs.category = ANY (%(categories)s::text[]))
+      AND (%(states)s::text[] IS NULL OR cs.state = ANY (%(states)s::text[]))
+      AND (%(segments)s::text[] IS NULL OR cs.customer_segment = ANY (%(segments)s::text[]))
+)"""
+
 # Per day: revenue, orders, profit (an order has one date, so daily orders add up).
 _DAILY_FROM_AGG = """
 daily AS (
@@ -105,6 +154,15 @@ daily AS (
     SELECT date_key, sum(line_total) AS revenue, count(DISTINCT transaction_id) AS orders,
            sum(profit) AS profit
     FROM lines
+    GROUP BY date_key
+)"""
+)
+_DAILY_FROM_SLICES = (
+    _SLICES
+    + """,
+daily AS (
+    SELECT date_key, sum(revenue) AS revenue, sum(orders) AS orders, sum(profit) AS profit
+    FROM slices
     GROUP BY date_key
 )"""
 )
@@ -153,7 +211,20 @@ ORDER BY 1, 2
 
 # ─── overview ────────────────────────────────────────────────────────────────────────────────
 
+# Active customers from agg_customer_metrics: exact when the range starts at or before the first
+# order date or ends at or after the last one (Filters.touches_data_edge); otherwise
+# KPIS_RANGE_SQL counts them on the order lines of the range.
 KPIS_AGG_SQL = """
+SELECT
+    (SELECT coalesce(sum(revenue), 0) FROM warehouse.agg_daily_sales
+     WHERE date_key BETWEEN %(start_key)s AND %(end_key)s) AS revenue,
+    (SELECT coalesce(sum(transactions), 0) FROM warehouse.agg_daily_sales
+     WHERE date_key BETWEEN %(start_key)s AND %(end_key)s) AS orders,
+    (SELECT count(*) FROM warehouse.agg_customer_metrics
+     WHERE last_purchase_date >= %(start)s AND first_purchase_date <= %(end)s) AS customers
+"""
+
+KPIS_RANGE_SQL = """
 SELECT
     (SELECT coalesce(sum(revenue), 0) FROM warehouse.agg_daily_sales
      WHERE date_key BETWEEN %(start_key)s AND %(end_key)s) AS revenue,
@@ -164,6 +235,19 @@ SELECT
      JOIN warehouse.dim_customers AS c ON c.customer_key = f.customer_key
      WHERE f.date_key BETWEEN %(start_key)s AND %(end_key)s) AS customers
 """
+
+KPIS_SLICES_SQL = (
+    "WITH"
+    + _SLICES
+    + ","
+    + _SLICE_CUSTOMERS
+    + """
+SELECT coalesce(sum(revenue), 0) AS revenue,
+       coalesce(sum(orders), 0) AS orders,
+       (SELECT count(DISTINCT customer_id) FROM slice_customers) AS customers
+FROM slices
+"""
+)
 
 KPIS_LINES_SQL = (
     "WITH"
@@ -226,6 +310,9 @@ MONTHLY_AGG_SQL = "WITH" + _DAILY_FROM_AGG + _MONTHLY_TAIL
 MONTHLY_LINES_SQL = "WITH" + _DAILY_FROM_LINES + _MONTHLY_TAIL
 WEEKDAY_AGG_SQL = "WITH" + _DAILY_FROM_AGG + _WEEKDAY_TAIL
 WEEKDAY_LINES_SQL = "WITH" + _DAILY_FROM_LINES + _WEEKDAY_TAIL
+DAILY_SLICES_SQL = "WITH" + _DAILY_FROM_SLICES + _DAILY_TAIL
+MONTHLY_SLICES_SQL = "WITH" + _DAILY_FROM_SLICES + _MONTHLY_TAIL
+WEEKDAY_SLICES_SQL = "WITH" + _DAILY_FROM_SLICES + _WEEKDAY_TAIL
 
 # ─── products and categories ─────────────────────────────────────────────────────────────────
 
@@ -278,6 +365,19 @@ SELECT coalesce(category, 'Unknown') AS category,
        sum(line_total) AS revenue, sum(profit) AS profit, sum(quantity) AS units,
        round(100 * sum(profit) / nullif(sum(line_total), 0), 2) AS margin_pct
 FROM lines
+GROUP BY 1
+ORDER BY revenue DESC
+"""
+)
+
+CATEGORIES_SLICES_SQL = (
+    "WITH"
+    + _SLICES
+    + """
+SELECT coalesce(category, 'Unknown') AS category,
+       sum(revenue) AS revenue, sum(profit) AS profit, sum(quantity)::bigint AS units,
+       round(100 * sum(profit) / nullif(sum(revenue), 0), 2) AS margin_pct
+FROM slices
 GROUP BY 1
 ORDER BY revenue DESC
 """
@@ -362,6 +462,29 @@ ORDER BY revenue DESC
 """
 )
 
+STATES_SLICES_SQL = (
+    "WITH"
+    + _SLICES
+    + ","
+    + _SLICE_CUSTOMERS
+    + """,
+revenue AS (
+    SELECT coalesce(state, 'Unknown') AS state, sum(revenue) AS revenue
+    FROM slices
+    GROUP BY 1
+),
+customers AS (
+    SELECT coalesce(state, 'Unknown') AS state, count(DISTINCT customer_id) AS customers
+    FROM slice_customers
+    GROUP BY 1
+)
+SELECT r.state, coalesce(c.customers, 0) AS customers, r.revenue
+FROM revenue AS r
+LEFT JOIN customers AS c ON c.state = r.state
+ORDER BY r.revenue DESC
+"""
+)
+
 # ─── payments ────────────────────────────────────────────────────────────────────────────────
 
 PAYMENTS_AGG_SQL = """
@@ -408,6 +531,33 @@ SELECT date_trunc('month', to_date(l.date_key::text, 'YYYYMMDD'))::date AS month
        count(DISTINCT l.transaction_id) AS orders
 FROM lines AS l
 JOIN warehouse.dim_payment_method AS pm ON pm.payment_method_key = l.payment_method_key
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+)
+
+PAYMENTS_SLICES_SQL = (
+    "WITH"
+    + _SLICES
+    + """
+SELECT pm.payment_method_name AS payment_method, pm.payment_type,
+       sum(s.orders) AS orders, sum(s.revenue) AS revenue, sum(s.profit) AS profit
+FROM slices AS s
+JOIN warehouse.dim_payment_method AS pm ON pm.payment_method_key = s.payment_method_key
+GROUP BY 1, 2
+ORDER BY revenue DESC
+"""
+)
+
+PAYMENTS_MONTHLY_SLICES_SQL = (
+    "WITH"
+    + _SLICES
+    + """
+SELECT date_trunc('month', to_date(s.date_key::text, 'YYYYMMDD'))::date AS month,
+       pm.payment_method_name AS payment_method, sum(s.revenue) AS revenue,
+       sum(s.orders) AS orders
+FROM slices AS s
+JOIN warehouse.dim_payment_method AS pm ON pm.payment_method_key = s.payment_method_key
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
@@ -501,7 +651,12 @@ def filter_options(endpoint: Endpoint) -> dict[str, list[str]]:
 
 def kpis(endpoint: Endpoint, filters: Filters) -> dict[str, float]:
     """Revenue, orders, average order value and active customers of the filtered period."""
-    query = KPIS_LINES_SQL if filters.has_slices else KPIS_AGG_SQL
+    if not filters.has_slices:
+        query = KPIS_AGG_SQL if filters.touches_data_edge else KPIS_RANGE_SQL
+    elif filters.slices_apply and filters.touches_data_edge:
+        query = KPIS_SLICES_SQL
+    else:
+        query = KPIS_LINES_SQL
     row = fetch_frame(endpoint, query, filters.params()).iloc[0]
     revenue, orders = float(row["revenue"]), int(row["orders"])
     return {
@@ -512,24 +667,25 @@ def kpis(endpoint: Endpoint, filters: Filters) -> dict[str, float]:
     }
 
 
-def _pick(filters: Filters, agg: str, lines: str) -> str:
-    return lines if filters.has_slices else agg
+def _pick(filters: Filters, agg: str, slices: str, lines: str) -> str:
+    if not filters.has_slices:
+        return agg
+    return slices if filters.slices_apply else lines
 
 
 def daily(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
-    return fetch_frame(endpoint, _pick(filters, DAILY_AGG_SQL, DAILY_LINES_SQL), filters.params())
+    query = _pick(filters, DAILY_AGG_SQL, DAILY_SLICES_SQL, DAILY_LINES_SQL)
+    return fetch_frame(endpoint, query, filters.params())
 
 
 def monthly(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
-    return fetch_frame(
-        endpoint, _pick(filters, MONTHLY_AGG_SQL, MONTHLY_LINES_SQL), filters.params()
-    )
+    query = _pick(filters, MONTHLY_AGG_SQL, MONTHLY_SLICES_SQL, MONTHLY_LINES_SQL)
+    return fetch_frame(endpoint, query, filters.params())
 
 
 def weekday(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
-    return fetch_frame(
-        endpoint, _pick(filters, WEEKDAY_AGG_SQL, WEEKDAY_LINES_SQL), filters.params()
-    )
+    query = _pick(filters, WEEKDAY_AGG_SQL, WEEKDAY_SLICES_SQL, WEEKDAY_LINES_SQL)
+    return fetch_frame(endpoint, query, filters.params())
 
 
 def _product_aggs_apply(filters: Filters) -> bool:
@@ -542,7 +698,8 @@ def top_products(endpoint: Endpoint, filters: Filters, limit: int = 15) -> pd.Da
 
 
 def categories(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
-    query = CATEGORIES_AGG_SQL if _product_aggs_apply(filters) else CATEGORIES_LINES_SQL
+    # per category, revenue, profit and units add up over slices: any number of categories
+    query = CATEGORIES_AGG_SQL if _product_aggs_apply(filters) else CATEGORIES_SLICES_SQL
     return fetch_frame(endpoint, query, filters.params())
 
 
@@ -567,23 +724,25 @@ def spend_by_state(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
     """Per state: customers and revenue. With all dates and no category filter, from
     agg_customer_metrics (current state); otherwise from the order lines (state on the order
     date)."""
-    use_aggs = filters.covers_all_dates and not filters.categories
-    query = STATES_AGG_SQL if use_aggs else STATES_LINES_SQL
+    if filters.covers_all_dates and not filters.categories:
+        query = STATES_AGG_SQL
+    elif filters.touches_data_edge:  # revenue adds up; customers: agg_customer_slices
+        query = STATES_SLICES_SQL
+    else:
+        query = STATES_LINES_SQL
     return fetch_frame(endpoint, query, filters.params())
 
 
 def payments(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
-    return fetch_frame(
-        endpoint, _pick(filters, PAYMENTS_AGG_SQL, PAYMENTS_LINES_SQL), filters.params()
-    )
+    query = _pick(filters, PAYMENTS_AGG_SQL, PAYMENTS_SLICES_SQL, PAYMENTS_LINES_SQL)
+    return fetch_frame(endpoint, query, filters.params())
 
 
 def payments_monthly(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
-    return fetch_frame(
-        endpoint,
-        _pick(filters, PAYMENTS_MONTHLY_AGG_SQL, PAYMENTS_MONTHLY_LINES_SQL),
-        filters.params(),
+    query = _pick(
+        filters, PAYMENTS_MONTHLY_AGG_SQL, PAYMENTS_MONTHLY_SLICES_SQL, PAYMENTS_MONTHLY_LINES_SQL
     )
+    return fetch_frame(endpoint, query, filters.params())
 
 
 def quality_runs(endpoint: Endpoint, limit: int = 50) -> pd.DataFrame:

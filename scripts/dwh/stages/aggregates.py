@@ -21,7 +21,8 @@ from dwh.stages.warehouse import SQL
 
 STAGE = "aggregates"
 
-# Refresh order matters: cohorts read the first purchase dates of agg_customer_metrics.
+# Refresh order matters: cohorts read the first purchase dates of agg_customer_metrics; the
+# slices read its segments, and agg_customer_slices the per-order rows agg_sales_slices leaves.
 AGGREGATES: tuple[str, ...] = (
     "agg_daily_sales",
     "agg_payment_method_daily",
@@ -29,7 +30,13 @@ AGGREGATES: tuple[str, ...] = (
     "agg_product_performance",
     "agg_customer_metrics",
     "agg_monthly_cohorts",
+    "agg_sales_slices",
+    "agg_customer_slices",
 )
+
+# Memory for this stage's hash aggregates (SET LOCAL: this transaction only), so that grouping
+# millions of orders stays in memory instead of spilling sorts to disk.
+WORK_MEM = "256MB"
 
 
 def _params(settings: Settings, full: bool) -> dict[str, object]:
@@ -63,9 +70,13 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         return StageResult(details={"full_refresh": False, "touched": touched})
     params = _params(settings, full)
     rows: dict[str, int] = {}
+    with conn.cursor() as cur:
+        cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # a constant above
     for table in AGGREGATES:
         run_sql_file_row(conn, f"{SQL}/{table}.sql", params)
         rows[table] = _row_count(conn, table)
+        with conn.cursor() as cur:
+            cur.execute(f"ANALYZE warehouse.{table}")  # table: a constant above
     with conn.cursor() as cur:
         cur.execute("DELETE FROM ops.warehouse_refresh_queue")
         queued = cur.rowcount

@@ -13,9 +13,10 @@ SELECT DISTINCT date_key FROM ops.warehouse_refresh_queue WHERE date_key IS NOT 
 CREATE TEMP TABLE _agg_products ON COMMIT DROP AS
 SELECT DISTINCT product_id FROM ops.warehouse_refresh_queue WHERE product_id IS NOT NULL;
 
--- touched customers, with the cohort they were in before this refresh
+-- touched customers, with the cohort and segment they were in before this refresh
 CREATE TEMP TABLE _agg_customers ON COMMIT DROP AS
-SELECT q.customer_id, date_trunc('month', m.first_purchase_date)::date AS old_cohort
+SELECT q.customer_id, date_trunc('month', m.first_purchase_date)::date AS old_cohort,
+       m.customer_segment AS old_segment
 FROM (SELECT DISTINCT customer_id FROM ops.warehouse_refresh_queue
        WHERE customer_id IS NOT NULL) q
 LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = q.customer_id;

@@ -1,0 +1,71 @@
+-- Warehouse: the slice aggregates the dashboard's filters (category, state, customer segment)
+-- read instead of fact_sales. Filled by sql/transform/warehouse/agg_sales_slices.sql and
+-- agg_customer_slices.sql (stage aggregates). Idempotent. Design notes: docs/warehouse.md.
+
+-- ─── agg_sales_slices: per day x category x state x segment x payment method ───────────────
+CREATE TABLE IF NOT EXISTS warehouse.agg_sales_slices (
+    date_key            integer       NOT NULL,
+    category            text,
+    state               text,
+    customer_segment    text,
+    payment_method_key  bigint        NOT NULL,
+    lines               integer       NOT NULL,
+    quantity            bigint        NOT NULL,
+    revenue             numeric(14,2) NOT NULL,
+    profit              numeric(14,2) NOT NULL,
+    orders              integer       NOT NULL,
+    orders_first        integer       NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS agg_sales_slices_uq
+    ON warehouse.agg_sales_slices (date_key, category, state, customer_segment, payment_method_key)
+    NULLS NOT DISTINCT;
+CREATE INDEX IF NOT EXISTS agg_sales_slices_state_idx
+    ON warehouse.agg_sales_slices (state, date_key);
+CREATE INDEX IF NOT EXISTS agg_sales_slices_category_idx
+    ON warehouse.agg_sales_slices (category, date_key);
+
+COMMENT ON TABLE warehouse.agg_sales_slices IS 'Sales per order date x category x state x customer segment x payment method: what the dashboard''s filters read instead of fact_sales. Category and state are those of the dimension versions the lines point at (valid on the order date; NULL when the version has none, as in fact_sales joins); the segment is the customer''s current one (agg_customer_metrics).';
+COMMENT ON COLUMN warehouse.agg_sales_slices.date_key IS 'Order date (dim_date.date_key).';
+COMMENT ON COLUMN warehouse.agg_sales_slices.category IS 'Category of the product version on the order date (NULL when unknown).';
+COMMENT ON COLUMN warehouse.agg_sales_slices.state IS 'State of the customer version on the order date (NULL when unknown).';
+COMMENT ON COLUMN warehouse.agg_sales_slices.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
+COMMENT ON COLUMN warehouse.agg_sales_slices.payment_method_key IS 'Payment method (dim_payment_method.payment_method_key).';
+COMMENT ON COLUMN warehouse.agg_sales_slices.lines IS 'Order lines.';
+COMMENT ON COLUMN warehouse.agg_sales_slices.quantity IS 'Units sold.';
+COMMENT ON COLUMN warehouse.agg_sales_slices.revenue IS 'Sum of line_total.';
+COMMENT ON COLUMN warehouse.agg_sales_slices.profit IS 'Sum of profit.';
+COMMENT ON COLUMN warehouse.agg_sales_slices.orders IS 'Distinct orders with a line of this category in the slice: adds up over days, states, segments and methods, not over categories (an order can hold several).';
+COMMENT ON COLUMN warehouse.agg_sales_slices.orders_first IS 'Orders counted only in the slice of their first category (alphabetical): summed over categories, the distinct orders.';
+
+-- ─── agg_customer_slices: per customer x category x state ─────────────────────────────────
+CREATE TABLE IF NOT EXISTS warehouse.agg_customer_slices (
+    customer_id          text          NOT NULL,
+    category             text,
+    state                text,
+    customer_segment     text,
+    first_purchase_date  date          NOT NULL,
+    last_purchase_date   date          NOT NULL,
+    revenue              numeric(14,2) NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS agg_customer_slices_uq
+    ON warehouse.agg_customer_slices (customer_id, category, state) NULLS NOT DISTINCT;
+CREATE INDEX IF NOT EXISTS agg_customer_slices_last_idx
+    ON warehouse.agg_customer_slices (last_purchase_date);
+
+COMMENT ON TABLE warehouse.agg_customer_slices IS 'Per customer x category x state (of the versions the lines point at): first and last order dates and revenue. Distinct customers over a date range that starts at the first or ends at the last order date: count customers with last_purchase_date >= start and first_purchase_date <= end.';
+COMMENT ON COLUMN warehouse.agg_customer_slices.customer_id IS 'Natural key of the customer.';
+COMMENT ON COLUMN warehouse.agg_customer_slices.category IS 'Category of the product version on the order date (NULL when unknown).';
+COMMENT ON COLUMN warehouse.agg_customer_slices.state IS 'State of the customer version on the order date (NULL when unknown).';
+COMMENT ON COLUMN warehouse.agg_customer_slices.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
+COMMENT ON COLUMN warehouse.agg_customer_slices.first_purchase_date IS 'First order date with a line in this category and state.';
+COMMENT ON COLUMN warehouse.agg_customer_slices.last_purchase_date IS 'Last order date with a line in this category and state.';
+COMMENT ON COLUMN warehouse.agg_customer_slices.revenue IS 'Sum of line_total.';
+
+-- the recency filter of the dashboard's customer counts
+CREATE INDEX IF NOT EXISTS agg_customer_metrics_last_idx
+    ON warehouse.agg_customer_metrics (last_purchase_date);
+
+-- the top and bottom products by profit (sql/queries/product_profitability.sql): a scan of
+-- either end of this index, and the rank of a product as a count of the index entries before it
+CREATE INDEX IF NOT EXISTS agg_product_performance_profit_idx
+    ON warehouse.agg_product_performance (profit DESC, product_id);

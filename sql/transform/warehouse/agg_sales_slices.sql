@@ -1,0 +1,120 @@
+-- agg_sales_slices: sales per day x category x state x segment x payment method (the slices the
+-- dashboard's filters read). Category and state: of the versions the lines point at; segment:
+-- the customer's current one, so this runs after agg_customer_metrics.
+-- Touched dates are deleted and inserted again from fact_sales. A touched customer whose segment
+-- changed also has lines on other dates: those lines did not change (a changed line queues its
+-- dates), so their sums move from the old segment's slices to the new one's (a delta, read
+-- through the fact's customer index) instead of recomputing every date of that customer.
+-- Parameter: full (every date). Leaves _agg_slice_src (per order x category of the dates it
+-- read) for agg_customer_slices.
+
+DROP TABLE IF EXISTS _agg_slice_src, _agg_seg_moves, _agg_slice_delta, _agg_slice_merged;
+
+-- one row per order x category: the one pass over the fact that the slices are summed from
+CREATE TEMP TABLE _agg_slice_src ON COMMIT DROP AS
+SELECT f.date_key, f.transaction_id, p.category, c.state, c.customer_id, f.payment_method_key,
+       count(*)::integer AS lines, sum(f.quantity) AS quantity, sum(f.line_total) AS revenue,
+       sum(f.profit) AS profit
+FROM warehouse.fact_sales f
+JOIN warehouse.dim_products p ON p.product_key = f.product_key
+JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
+WHERE %(full)s OR f.date_key IN (SELECT date_key FROM _agg_dates)
+GROUP BY f.date_key, f.transaction_id, p.category, c.state, c.customer_id, f.payment_method_key;
+ANALYZE _agg_slice_src;
+
+DELETE FROM warehouse.agg_sales_slices
+WHERE %(full)s OR date_key IN (SELECT date_key FROM _agg_dates);
+
+-- orders_first: an order counts in the slice of its first category (min; NULL only when all
+-- its lines have none), so the slices of all categories add up to the distinct orders
+INSERT INTO warehouse.agg_sales_slices (
+    date_key, category, state, customer_segment, payment_method_key, lines, quantity, revenue,
+    profit, orders, orders_first
+)
+SELECT s.date_key, s.category, s.state, m.customer_segment, s.payment_method_key,
+       sum(s.lines), sum(s.quantity), sum(s.revenue), sum(s.profit),
+       count(DISTINCT s.transaction_id),
+       count(DISTINCT s.transaction_id)
+           FILTER (WHERE s.category IS NOT DISTINCT FROM o.first_category)
+FROM _agg_slice_src s
+JOIN (SELECT transaction_id, min(category) AS first_category
+      FROM _agg_slice_src GROUP BY transaction_id) o ON o.transaction_id = s.transaction_id
+LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = s.customer_id
+GROUP BY s.date_key, s.category, s.state, m.customer_segment, s.payment_method_key;
+
+-- ── segment moves (incremental only): lines on untouched dates change slice ────────────────
+CREATE TEMP TABLE _agg_seg_moves ON COMMIT DROP AS
+SELECT k.customer_id, k.old_segment, m.customer_segment AS new_segment
+FROM _agg_customers k
+JOIN warehouse.agg_customer_metrics m ON m.customer_id = k.customer_id
+WHERE NOT %(full)s
+  AND k.old_segment IS NOT NULL
+  AND k.old_segment IS DISTINCT FROM m.customer_segment;
+
+CREATE TEMP TABLE _agg_slice_delta ON COMMIT DROP AS
+WITH moved_lines AS (
+    SELECT f.date_key, f.transaction_id, p.category, c.state, f.payment_method_key,
+           mv.old_segment, mv.new_segment,
+           count(*)::integer AS lines, sum(f.quantity) AS quantity,
+           sum(f.line_total) AS revenue, sum(f.profit) AS profit
+    FROM _agg_seg_moves mv
+    JOIN warehouse.dim_customers c ON c.customer_id = mv.customer_id
+    JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
+    JOIN warehouse.dim_products p ON p.product_key = f.product_key
+    WHERE f.date_key NOT IN (SELECT date_key FROM _agg_dates)
+    GROUP BY f.date_key, f.transaction_id, p.category, c.state, f.payment_method_key,
+             mv.old_segment, mv.new_segment
+),
+flagged AS (
+    SELECT l.*,
+           (l.category IS NOT DISTINCT FROM
+                min(l.category) OVER (PARTITION BY l.transaction_id))::integer AS is_first
+    FROM moved_lines l
+)
+SELECT date_key, category, state, segment AS customer_segment, payment_method_key,
+       sum(sign * lines)::integer AS lines, sum(sign * quantity) AS quantity,
+       sum(sign * revenue) AS revenue, sum(sign * profit) AS profit,
+       sum(sign)::integer AS orders, sum(sign * is_first)::integer AS orders_first
+FROM (
+    SELECT flagged.*, old_segment AS segment, -1 AS sign FROM flagged
+    UNION ALL
+    SELECT flagged.*, new_segment AS segment, 1 AS sign FROM flagged
+) x
+GROUP BY date_key, category, state, segment, payment_method_key;
+
+CREATE TEMP TABLE _agg_slice_merged ON COMMIT DROP AS
+WITH removed AS (
+    DELETE FROM warehouse.agg_sales_slices t
+    USING _agg_slice_delta d
+    WHERE t.date_key = d.date_key
+      AND t.payment_method_key = d.payment_method_key
+      AND t.category IS NOT DISTINCT FROM d.category
+      AND t.state IS NOT DISTINCT FROM d.state
+      AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
+    RETURNING t.*
+)
+SELECT date_key, category, state, customer_segment, payment_method_key,
+       sum(lines)::integer AS lines, sum(quantity) AS quantity, sum(revenue) AS revenue,
+       sum(profit) AS profit, sum(orders)::integer AS orders,
+       sum(orders_first)::integer AS orders_first
+FROM (
+    SELECT date_key, category, state, customer_segment, payment_method_key, lines, quantity,
+           revenue, profit, orders, orders_first
+    FROM removed
+    UNION ALL
+    SELECT date_key, category, state, customer_segment, payment_method_key, lines, quantity,
+           revenue, profit, orders, orders_first
+    FROM _agg_slice_delta
+) x
+GROUP BY date_key, category, state, customer_segment, payment_method_key;
+
+INSERT INTO warehouse.agg_sales_slices (
+    date_key, category, state, customer_segment, payment_method_key, lines, quantity, revenue,
+    profit, orders, orders_first
+)
+SELECT date_key, category, state, customer_segment, payment_method_key, lines, quantity,
+       revenue, profit, orders, orders_first
+FROM _agg_slice_merged
+WHERE lines <> 0;
+
+SELECT count(*) AS moved_customers FROM _agg_seg_moves;
