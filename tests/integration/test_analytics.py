@@ -20,7 +20,7 @@ from test_warehouse_support import (
     run_stages,
 )
 
-from dwh.stages.analytics import SUMMARY_NAME, query_files
+from dwh.stages.analytics import QUERIES_DIR, SUMMARY_NAME, query_files, query_text
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +79,10 @@ def group(lines, key) -> dict:
     return out
 
 
+# analytics folder -> the database it was exported from (for queries run with other constants)
+exported_urls: dict[Path, str] = {}
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, pg_server_url):
     """Load both batches one by one, run the stages, return the analytics folder."""
@@ -105,6 +109,7 @@ def exported(tmp_path_factory, pg_server_url):
         load_batch(conn, BATCH_2)
         run_stages(conn, settings, ("warehouse", "aggregates", "analytics"))
         conn.close()
+        exported_urls[settings.processed_dir / "analytics"] = url
         yield settings.processed_dir / "analytics", settings
     finally:
         with admin.cursor() as cur:
@@ -377,7 +382,12 @@ def expected_customer_lifetime_value(settings) -> list[dict]:
     return sorted(out, key=lambda r: (-r["lifetime_value"], r["customer_id"]))[:100]
 
 
-def expected_product_profitability() -> list[dict]:
+PROFITABILITY_N = 50  # the N of sql/queries/product_profitability.sql (top and bottom N)
+
+
+def expected_product_profitability(n: int = PROFITABILITY_N) -> list[dict]:
+    """The top and bottom n products by profit (every product once when there are < 2n), with
+    their rank among all products."""
     out = [
         {
             "product_id": p["product_id"],
@@ -392,7 +402,12 @@ def expected_product_profitability() -> list[dict]:
         }
         for p in _products()
     ]
-    return sorted(out, key=lambda r: (-r["profit"], r["product_id"]))
+    ranked = sorted(out, key=lambda r: (-r["profit"], r["product_id"]))
+    return [
+        {"profit_rank": rank, **row}
+        for rank, row in enumerate(ranked, start=1)
+        if rank <= n or rank > len(ranked) - n
+    ]
 
 
 def expected_day_of_week_pattern() -> list[dict]:
@@ -498,6 +513,32 @@ def test_every_query_file_has_a_check():
 def test_query_matches_an_independent_computation(exported, name):
     folder, settings = exported
     check(folder, name, CHECKS[name](settings))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_product_profitability_keeps_the_top_and_bottom_n(exported, n):
+    """The shipped N (50) keeps every product of this small dataset (4 products); the query with
+    N = 1 returns only both ends, ranked among all products; with N = 3 the ends overlap and
+    every product comes once."""
+    import psycopg2
+
+    folder, _ = exported
+    products = len(_products())
+    assert products == 4
+    text = query_text(QUERIES_DIR / "product_profitability.sql")
+    shipped = f"limits (n) AS (VALUES ({PROFITABILITY_N}))"
+    assert shipped in text
+    conn = psycopg2.connect(exported_urls[folder])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(text.replace(shipped, f"limits (n) AS (VALUES ({n}))"))
+            columns = [c.name for c in cur.description]
+            rows = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        conn.close()
+    expected = expected_product_profitability(n)
+    assert len(expected) == min(2 * n, products)
+    assert rows == expected
 
 
 def test_dataset_exercises_the_interesting_cases():
