@@ -14,32 +14,49 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 COMMENT ON FUNCTION production.try_numeric(text) IS 'The text as numeric (plain decimal notation, up to 10 integer digits, the range of numeric(12,2)), else NULL.';
 
-CREATE OR REPLACE FUNCTION production.try_date(value text) RETURNS date
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN value IS NULL OR btrim(value) !~ '^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}$' THEN NULL
-        WHEN split_part(btrim(value), '-', 1)::int < 1
-          OR split_part(btrim(value), '-', 2)::int NOT BETWEEN 1 AND 12
-          OR split_part(btrim(value), '-', 3)::int < 1 THEN NULL
-        WHEN split_part(btrim(value), '-', 3)::int > extract(day FROM
-                 make_date(split_part(btrim(value), '-', 1)::int, split_part(btrim(value), '-', 2)::int, 1)
-                 + interval '1 month' - interval '1 day') THEN NULL
-        ELSE make_date(split_part(btrim(value), '-', 1)::int, split_part(btrim(value), '-', 2)::int,
-                       split_part(btrim(value), '-', 3)::int)
-    END
-$$;
+-- try_date: on PostgreSQL 16 and later the date type's own input function checks the calendar
+-- (pg_input_is_valid: no error, no subtransaction) after the pattern; before 16 arithmetic on
+-- the parts does. Same answers (tests/integration/test_production.py runs the cases on 15 and
+-- 18). pg_input_is_valid is STABLE, so that variant is too: an IMMUTABLE SQL function with a
+-- STABLE body would not be inlined.
+DO $do$
+BEGIN
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        EXECUTE $f$
+        CREATE OR REPLACE FUNCTION production.try_date(value text) RETURNS date
+        LANGUAGE sql STABLE PARALLEL SAFE AS $$
+            SELECT CASE
+                WHEN btrim(value) ~ '^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}$'
+                 AND pg_input_is_valid(btrim(value), 'date') THEN btrim(value)::date
+            END
+        $$ $f$;
+    ELSE
+        EXECUTE $f$
+        CREATE OR REPLACE FUNCTION production.try_date(value text) RETURNS date
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT CASE
+                WHEN value IS NULL OR btrim(value) !~ '^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}$' THEN NULL
+                WHEN split_part(btrim(value), '-', 1)::int < 1
+                  OR split_part(btrim(value), '-', 2)::int NOT BETWEEN 1 AND 12
+                  OR split_part(btrim(value), '-', 3)::int < 1 THEN NULL
+                WHEN split_part(btrim(value), '-', 3)::int > extract(day FROM
+                         make_date(split_part(btrim(value), '-', 1)::int, split_part(btrim(value), '-', 2)::int, 1)
+                         + interval '1 month' - interval '1 day') THEN NULL
+                ELSE make_date(split_part(btrim(value), '-', 1)::int, split_part(btrim(value), '-', 2)::int,
+                               split_part(btrim(value), '-', 3)::int)
+            END
+        $$ $f$;
+    END IF;
+END
+$do$;
 COMMENT ON FUNCTION production.try_date(text) IS 'An ISO date (YYYY-MM-DD) that exists in the calendar, else NULL. One expression, so the planner inlines it.';
 
+-- The pattern alone validates: hours 0-23, minutes and seconds 0-59.
 CREATE OR REPLACE FUNCTION production.try_time(value text) RETURNS time
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
-        WHEN value IS NULL
-          OR btrim(value) !~ '^[0-9]{1,2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,6})?)?$' THEN NULL
-        WHEN split_part(btrim(value), ':', 1)::int > 23
-          OR split_part(btrim(value), ':', 2)::int > 59
-          OR coalesce(nullif(split_part(btrim(value), ':', 3), ''), '0')::numeric >= 60 THEN NULL
-        ELSE make_time(split_part(btrim(value), ':', 1)::int, split_part(btrim(value), ':', 2)::int,
-                       coalesce(nullif(split_part(btrim(value), ':', 3), ''), '0')::double precision)
+        WHEN btrim(value) ~ '^([01]?[0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]{1,6})?)?$'
+        THEN btrim(value)::time
     END
 $$;
 COMMENT ON FUNCTION production.try_time(text) IS 'A time of day HH:MM[:SS[.ffffff]], else NULL. One expression, so the planner inlines it.';
@@ -158,6 +175,39 @@ SELECT
     t._batch_id
 FROM production.transactions AS t;
 COMMENT ON VIEW production.transaction_totals IS 'Per transaction: the source total_amount and computed_total, the sum of its accepted order lines (NULL when it has none).';
+
+-- ---------------------------------------------------------------------------------------------
+-- Deduplication of a promotion's temp table _promote (sql/transform/production/<table>.sql):
+-- among the accepted rows of one natural key, the latest batch, then the latest line, stays
+-- accepted; the others become exact_duplicate (the same raw row as the winner, by raw_hash) or
+-- conflicting_duplicate, and change nothing. Only keys that occur more than once are ranked,
+-- so a batch without duplicates costs one hash aggregate, never a sort of all its rows.
+-- plpgsql: its statements are planned at the call, when _promote exists.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION production.mark_duplicates() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    marked bigint;
+BEGIN
+    UPDATE _promote AS p
+    SET outcome = CASE WHEN d.raw_hash = d.winner_raw_hash THEN 'exact_duplicate'
+                       ELSE 'conflicting_duplicate' END,
+        change = NULL
+    FROM (
+        SELECT x.ctid AS row_id, x.raw_hash,
+               row_number() OVER w AS key_rank,
+               first_value(x.raw_hash) OVER w AS winner_raw_hash
+        FROM _promote AS x
+        WHERE x.outcome = 'accepted'
+          AND x.natural_key IN (SELECT y.natural_key FROM _promote AS y WHERE y.outcome = 'accepted'
+                                GROUP BY y.natural_key HAVING count(*) > 1)
+        WINDOW w AS (PARTITION BY x.natural_key ORDER BY x._batch_id DESC, x._source_line DESC)
+    ) AS d
+    WHERE p.ctid = d.row_id AND d.key_rank > 1;
+    GET DIAGNOSTICS marked = ROW_COUNT;
+    RETURN marked;
+END
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Promotion bookkeeping

@@ -8,8 +8,8 @@ INSERT INTO ops.quarantine (
     is_retryable, raw
 )
 SELECT
-    %(run_id)s, _batch_id, %(table_name)s, _source_file, _source_line, natural_key, reason_codes,
-    is_retryable, to_jsonb(raw)   -- raw is the staging row; built as jsonb for these rows only
+    %(run_id)s, _batch_id, %(table_name)s, raw->>'_source_file', _source_line, natural_key,
+    reason_codes, is_retryable, raw   -- raw: the staging row as jsonb, built for these rows only
 FROM _promote
 WHERE NOT %(retry)s AND outcome = 'quarantined'
 ON CONFLICT (table_name, batch_id, source_line) DO NOTHING;
@@ -62,7 +62,7 @@ by_kind AS (
 by_default AS (
     SELECT coalesce(jsonb_object_agg(rule, n), '{}'::jsonb) AS j
     FROM (SELECT rule, count(*) AS n FROM _promote CROSS JOIN LATERAL unnest(defaults) AS rule
-          WHERE outcome = 'accepted' GROUP BY 1) AS x
+          WHERE outcome = 'accepted' AND cardinality(defaults) > 0 GROUP BY 1) AS x
 )
 SELECT jsonb_build_object(
     'staged', c.staged, 'accepted', c.accepted, 'quarantined', c.quarantined,

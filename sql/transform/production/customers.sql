@@ -22,7 +22,7 @@ source AS (
 trimmed AS (
     SELECT
         s._batch_id, s._source_file, s._source_line,
-        ROW(s.*)::staging.customers AS raw,  -- the row as received; to jsonb only if quarantined
+        ROW(s.*)::staging.customers AS raw_row,  -- the row as received; to jsonb only if quarantined
         md5(ROW(s.customer_id, s.first_name, s.last_name, s.email, s.phone, s.registration_date,
                 s.city, s.state, s.country, s.age_group)::text) AS raw_hash,
         -- ids and text: trimmed, empty = NULL
@@ -83,7 +83,7 @@ checked AS (
 
 cleaned AS (
     SELECT
-        c._batch_id, c._source_file, c._source_line, c.raw, c.raw_hash, c.reason_codes, c.defaults,
+        c._batch_id, c._source_line, c.raw_row, c.raw_hash, c.reason_codes, c.defaults,
         c.customer_id,
         CASE WHEN c.first_name IN (lower(c.first_name), upper(c.first_name))
              THEN initcap(c.first_name) ELSE c.first_name END AS first_name,
@@ -98,19 +98,6 @@ cleaned AS (
     FROM checked AS c
 ),
 
--- logic: deduplicate by natural key (latest batch, then latest line, wins) ---------------------
-ranked AS (
-    SELECT
-        c.*,
-        row_number() OVER w AS key_rank,
-        first_value(c.raw_hash) OVER w AS winner_raw_hash
-    FROM cleaned AS c
-    WINDOW w AS (
-        PARTITION BY c.customer_id, cardinality(c.reason_codes) = 0
-        ORDER BY c._batch_id DESC, c._source_line DESC
-    )
-),
-
 -- final ----------------------------------------------------------------------------------------
 final AS (
     SELECT
@@ -118,18 +105,15 @@ final AS (
         r.customer_id AS natural_key,
         md5(ROW(r.first_name, r.last_name, r.email, r.is_email_valid, r.phone, r.registration_date,
                 r.city, r.state, r.country, r.age_group)::text) AS _row_hash,
-        CASE
-            WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined'
-            WHEN r.key_rank = 1 THEN 'accepted'
-            WHEN r.raw_hash = r.winner_raw_hash THEN 'exact_duplicate'
-            ELSE 'conflicting_duplicate'
-        END AS outcome,
+        -- duplicates among the accepted rows: production.mark_duplicates, below
+        CASE WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined' ELSE 'accepted' END AS outcome,
         false AS is_retryable
-    FROM ranked AS r
+    FROM cleaned AS r
 )
 
 SELECT
     f.*,
+    CASE WHEN f.outcome = 'quarantined' THEN to_jsonb(f.raw_row) END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.customer_id IS NULL THEN 'insert'
          WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
@@ -138,7 +122,12 @@ SELECT
 FROM final AS f
 LEFT JOIN production.customers AS p ON p.customer_id = f.customer_id AND f.outcome = 'accepted';
 
-INSERT INTO production.customers AS p (
+SELECT production.mark_duplicates();
+
+-- Upsert without ON CONFLICT: under the promotion lock (dwh.promote.<table>), `change` says
+-- which rows are new and which changed, so new rows take a plain insert (one WAL record
+-- fewer per row than a speculative insert) and changed rows an update.
+INSERT INTO production.customers (
     customer_id, first_name, last_name, email, is_email_valid, phone, registration_date,
     city, state, country, age_group, _row_hash, _batch_id, _source_line
 )
@@ -146,21 +135,22 @@ SELECT
     customer_id, first_name, last_name, email, is_email_valid, phone, registration_date,
     city, state, country, age_group, _row_hash, _batch_id, _source_line
 FROM _promote
-WHERE change IN ('insert', 'update')
-ON CONFLICT (customer_id) DO UPDATE SET
-    first_name = EXCLUDED.first_name,
-    last_name = EXCLUDED.last_name,
-    email = EXCLUDED.email,
-    is_email_valid = EXCLUDED.is_email_valid,
-    phone = EXCLUDED.phone,
-    registration_date = EXCLUDED.registration_date,
-    city = EXCLUDED.city,
-    state = EXCLUDED.state,
-    country = EXCLUDED.country,
-    age_group = EXCLUDED.age_group,
-    _row_hash = EXCLUDED._row_hash,
-    _batch_id = EXCLUDED._batch_id,
-    _source_line = EXCLUDED._source_line,
+WHERE change = 'insert';
+
+UPDATE production.customers AS p SET
+    first_name = f.first_name,
+    last_name = f.last_name,
+    email = f.email,
+    is_email_valid = f.is_email_valid,
+    phone = f.phone,
+    registration_date = f.registration_date,
+    city = f.city,
+    state = f.state,
+    country = f.country,
+    age_group = f.age_group,
+    _row_hash = f._row_hash,
+    _batch_id = f._batch_id,
+    _source_line = f._source_line,
     updated_at = now()
-WHERE p._row_hash IS DISTINCT FROM EXCLUDED._row_hash
-  AND EXCLUDED._batch_id >= p._batch_id;
+FROM _promote AS f
+WHERE f.change = 'update' AND p.customer_id = f.customer_id;

@@ -25,7 +25,7 @@ categories AS (
 trimmed AS (
     SELECT
         s._batch_id, s._source_file, s._source_line,
-        ROW(s.*)::staging.products AS raw,  -- the row as received; to jsonb only if quarantined
+        ROW(s.*)::staging.products AS raw_row,  -- the row as received; to jsonb only if quarantined
         md5(ROW(s.product_id, s.product_name, s.category, s.sub_category, s.price, s.cost,
                 s.brand, s.stock_quantity, s.supplier_id)::text) AS raw_hash,
         nullif(btrim(s.product_id), '') AS product_id,
@@ -88,7 +88,7 @@ checked AS (
 
 cleaned AS (
     SELECT
-        c._batch_id, c._source_file, c._source_line, c.raw, c.raw_hash, c.reason_codes, c.defaults,
+        c._batch_id, c._source_line, c.raw_row, c.raw_hash, c.reason_codes, c.defaults,
         c.product_id,
         c.product_name,
         coalesce(c.category_canonical, 'unknown') AS category,
@@ -113,19 +113,6 @@ derived AS (
     FROM cleaned AS c
 ),
 
--- logic: deduplicate by natural key (latest batch, then latest line, wins) ---------------------
-ranked AS (
-    SELECT
-        d.*,
-        row_number() OVER w AS key_rank,
-        first_value(d.raw_hash) OVER w AS winner_raw_hash
-    FROM derived AS d
-    WINDOW w AS (
-        PARTITION BY d.product_id, cardinality(d.reason_codes) = 0
-        ORDER BY d._batch_id DESC, d._source_line DESC
-    )
-),
-
 -- final ----------------------------------------------------------------------------------------
 final AS (
     SELECT
@@ -133,18 +120,15 @@ final AS (
         r.product_id AS natural_key,
         md5(ROW(r.product_name, r.category, r.sub_category, r.brand, r.price, r.cost, r.price_category,
                 r.stock_quantity, r.supplier_id)::text) AS _row_hash,
-        CASE
-            WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined'
-            WHEN r.key_rank = 1 THEN 'accepted'
-            WHEN r.raw_hash = r.winner_raw_hash THEN 'exact_duplicate'
-            ELSE 'conflicting_duplicate'
-        END AS outcome,
+        -- duplicates among the accepted rows: production.mark_duplicates, below
+        CASE WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined' ELSE 'accepted' END AS outcome,
         false AS is_retryable
-    FROM ranked AS r
+    FROM derived AS r
 )
 
 SELECT
     f.*,
+    CASE WHEN f.outcome = 'quarantined' THEN to_jsonb(f.raw_row) END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.product_id IS NULL THEN 'insert'
          WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
@@ -153,7 +137,12 @@ SELECT
 FROM final AS f
 LEFT JOIN production.products AS p ON p.product_id = f.product_id AND f.outcome = 'accepted';
 
-INSERT INTO production.products AS p (
+SELECT production.mark_duplicates();
+
+-- Upsert without ON CONFLICT: under the promotion lock (dwh.promote.<table>), `change` says
+-- which rows are new and which changed, so new rows take a plain insert (one WAL record
+-- fewer per row than a speculative insert) and changed rows an update.
+INSERT INTO production.products (
     product_id, product_name, category, sub_category, brand, price, cost, profit_margin,
     price_category, stock_quantity, supplier_id, _row_hash, _batch_id, _source_line
 )
@@ -161,21 +150,22 @@ SELECT
     product_id, product_name, category, sub_category, brand, price, cost, profit_margin,
     price_category, stock_quantity, supplier_id, _row_hash, _batch_id, _source_line
 FROM _promote
-WHERE change IN ('insert', 'update')
-ON CONFLICT (product_id) DO UPDATE SET
-    product_name = EXCLUDED.product_name,
-    category = EXCLUDED.category,
-    sub_category = EXCLUDED.sub_category,
-    brand = EXCLUDED.brand,
-    price = EXCLUDED.price,
-    cost = EXCLUDED.cost,
-    profit_margin = EXCLUDED.profit_margin,
-    price_category = EXCLUDED.price_category,
-    stock_quantity = EXCLUDED.stock_quantity,
-    supplier_id = EXCLUDED.supplier_id,
-    _row_hash = EXCLUDED._row_hash,
-    _batch_id = EXCLUDED._batch_id,
-    _source_line = EXCLUDED._source_line,
+WHERE change = 'insert';
+
+UPDATE production.products AS p SET
+    product_name = f.product_name,
+    category = f.category,
+    sub_category = f.sub_category,
+    brand = f.brand,
+    price = f.price,
+    cost = f.cost,
+    profit_margin = f.profit_margin,
+    price_category = f.price_category,
+    stock_quantity = f.stock_quantity,
+    supplier_id = f.supplier_id,
+    _row_hash = f._row_hash,
+    _batch_id = f._batch_id,
+    _source_line = f._source_line,
     updated_at = now()
-WHERE p._row_hash IS DISTINCT FROM EXCLUDED._row_hash
-  AND EXCLUDED._batch_id >= p._batch_id;
+FROM _promote AS f
+WHERE f.change = 'update' AND p.product_id = f.product_id;

@@ -10,38 +10,53 @@ WITH
 
 -- import ---------------------------------------------------------------------------------------
 source AS (
-    SELECT s.* FROM staging.transaction_items AS s
+    SELECT s.ctid AS staging_row, s.* FROM staging.transaction_items AS s
     WHERE NOT %(retry)s AND s._batch_id = %(batch_id)s
     UNION ALL
-    SELECT r.* FROM ops.quarantine AS q
+    SELECT NULL::tid, r.* FROM ops.quarantine AS q
     CROSS JOIN LATERAL jsonb_populate_record(NULL::staging.transaction_items, q.raw) AS r
     WHERE %(retry)s AND q.table_name = 'transaction_items' AND q.is_retryable
       AND q.resolved_at IS NULL
 ),
 
 -- logic: trim and type -------------------------------------------------------------------------
+-- (OFFSET 0 keeps each subquery apart, so every btrim and parse runs once per value, not once
+-- per reference after the planner inlines the expressions.)
 trimmed AS (
     SELECT
-        s._batch_id, s._source_file, s._source_line,
-        ROW(s.*)::staging.transaction_items AS raw,  -- the row as received; to jsonb only if quarantined
-        md5(ROW(s.item_id, s.transaction_id, s.product_id, s.quantity, s.unit_price,
-                s.discount_percentage, s.line_total)::text) AS raw_hash,
-        nullif(btrim(s.item_id), '') AS item_id,
-        nullif(btrim(s.transaction_id), '') AS transaction_id,
-        nullif(btrim(s.product_id), '') AS product_id,
-        nullif(btrim(s.quantity), '') AS quantity_text,
-        nullif(btrim(s.unit_price), '') AS unit_price_text,
-        nullif(btrim(s.discount_percentage), '') AS discount_text,
-        nullif(btrim(s.line_total), '') AS line_total_text,
-        (s.item_id <> btrim(s.item_id) OR s.transaction_id <> btrim(s.transaction_id)
-            OR s.product_id <> btrim(s.product_id) OR s.quantity <> btrim(s.quantity)
-            OR s.unit_price <> btrim(s.unit_price)
-            OR s.discount_percentage <> btrim(s.discount_percentage)
-            OR s.line_total <> btrim(s.line_total)) IS TRUE AS had_whitespace
+        s.staging_row, s._batch_id, s._source_line,
+        hash_record_extended(ROW(s.item_id, s.transaction_id, s.product_id, s.quantity,
+            s.unit_price, s.discount_percentage, s.line_total), 0) AS raw_hash,
+        s.item_id AS item_id_raw, btrim(s.item_id) AS item_id_t,
+        s.transaction_id AS transaction_id_raw, btrim(s.transaction_id) AS transaction_id_t,
+        s.product_id AS product_id_raw, btrim(s.product_id) AS product_id_t,
+        s.quantity AS quantity_raw, btrim(s.quantity) AS quantity_t,
+        s.unit_price AS unit_price_raw, btrim(s.unit_price) AS unit_price_t,
+        s.discount_percentage AS discount_raw, btrim(s.discount_percentage) AS discount_t,
+        s.line_total AS line_total_raw, btrim(s.line_total) AS line_total_t
     FROM source AS s
+    OFFSET 0
 ),
 
-typed AS MATERIALIZED (
+texts AS (
+    SELECT
+        t.staging_row, t._batch_id, t._source_line, t.raw_hash,
+        nullif(t.item_id_t, '') AS item_id,
+        nullif(t.transaction_id_t, '') AS transaction_id,
+        nullif(t.product_id_t, '') AS product_id,
+        nullif(t.quantity_t, '') AS quantity_text,
+        nullif(t.unit_price_t, '') AS unit_price_text,
+        nullif(t.discount_t, '') AS discount_text,
+        nullif(t.line_total_t, '') AS line_total_text,
+        (t.item_id_raw <> t.item_id_t OR t.transaction_id_raw <> t.transaction_id_t
+            OR t.product_id_raw <> t.product_id_t OR t.quantity_raw <> t.quantity_t
+            OR t.unit_price_raw <> t.unit_price_t OR t.discount_raw <> t.discount_t
+            OR t.line_total_raw <> t.line_total_t) IS TRUE AS had_whitespace
+    FROM trimmed AS t
+    OFFSET 0
+),
+
+typed AS (
     SELECT
         t.*,
         production.try_numeric(t.quantity_text) AS quantity_number,
@@ -50,9 +65,10 @@ typed AS MATERIALIZED (
         production.try_numeric(t.line_total_text) AS line_total,
         tr.transaction_id IS NOT NULL AS transaction_exists,
         pr.product_id IS NOT NULL AS product_exists
-    FROM trimmed AS t
+    FROM texts AS t
     LEFT JOIN production.transactions AS tr ON tr.transaction_id = t.transaction_id
     LEFT JOIN production.products AS pr ON pr.product_id = t.product_id
+    OFFSET 0
 ),
 
 measured AS (
@@ -94,11 +110,12 @@ checked AS (
             CASE WHEN t.had_whitespace THEN 'trimmed' END
         ], NULL) AS defaults
     FROM measured AS t
+    OFFSET 0
 ),
 
 cleaned AS (
     SELECT
-        c._batch_id, c._source_file, c._source_line, c.raw, c.raw_hash, c.reason_codes, c.defaults,
+        c.staging_row, c._batch_id, c._source_line, c.raw_hash, c.reason_codes, c.defaults,
         c.item_id,
         c.transaction_id,
         c.product_id,
@@ -110,19 +127,6 @@ cleaned AS (
     FROM checked AS c
 ),
 
--- logic: deduplicate by natural key (latest batch, then latest line, wins) ---------------------
-ranked AS (
-    SELECT
-        c.*,
-        row_number() OVER w AS key_rank,
-        first_value(c.raw_hash) OVER w AS winner_raw_hash
-    FROM cleaned AS c
-    WINDOW w AS (
-        PARTITION BY c.item_id, cardinality(c.reason_codes) = 0
-        ORDER BY c._batch_id DESC, c._source_line DESC
-    )
-),
-
 -- final ----------------------------------------------------------------------------------------
 final AS (
     SELECT
@@ -130,19 +134,18 @@ final AS (
         r.item_id AS natural_key,
         md5(ROW(r.transaction_id, r.product_id, r.quantity, r.unit_price, r.discount_percentage,
                 r.line_total)::text) AS _row_hash,
-        CASE
-            WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined'
-            WHEN r.key_rank = 1 THEN 'accepted'
-            WHEN r.raw_hash = r.winner_raw_hash THEN 'exact_duplicate'
-            ELSE 'conflicting_duplicate'
-        END AS outcome,
+        -- duplicates among the accepted rows: production.mark_duplicates, below
+        CASE WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined' ELSE 'accepted' END AS outcome,
         r.reason_codes = ARRAY['missing_parent'] AS is_retryable
-    FROM ranked AS r
+    FROM cleaned AS r
 )
 
 SELECT
     f.*,
-    p.transaction_id AS previous_transaction_id,
+    -- the row as received, for the rows quarantined from a staged batch only
+    CASE WHEN f.outcome = 'quarantined' AND f.staging_row IS NOT NULL THEN
+        (SELECT to_jsonb(s) FROM staging.transaction_items AS s WHERE s.ctid = f.staging_row)
+    END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.item_id IS NULL THEN 'insert'
          WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
@@ -152,7 +155,12 @@ FROM final AS f
 LEFT JOIN production.transaction_items AS p
     ON p.item_id = f.item_id AND f.outcome = 'accepted';
 
-INSERT INTO production.transaction_items AS p (
+SELECT production.mark_duplicates();
+
+-- Upsert without ON CONFLICT: under the promotion lock (dwh.promote.<table>), `change` says
+-- which rows are new and which changed, so new rows take a plain insert (one WAL record
+-- fewer per row than a speculative insert) and changed rows an update.
+INSERT INTO production.transaction_items (
     item_id, transaction_id, product_id, quantity, unit_price, discount_percentage, line_total,
     _row_hash, _batch_id, _source_line
 )
@@ -160,17 +168,18 @@ SELECT
     item_id, transaction_id, product_id, quantity, unit_price, discount_percentage, line_total,
     _row_hash, _batch_id, _source_line
 FROM _promote
-WHERE change IN ('insert', 'update')
-ON CONFLICT (item_id) DO UPDATE SET
-    transaction_id = EXCLUDED.transaction_id,
-    product_id = EXCLUDED.product_id,
-    quantity = EXCLUDED.quantity,
-    unit_price = EXCLUDED.unit_price,
-    discount_percentage = EXCLUDED.discount_percentage,
-    line_total = EXCLUDED.line_total,
-    _row_hash = EXCLUDED._row_hash,
-    _batch_id = EXCLUDED._batch_id,
-    _source_line = EXCLUDED._source_line,
+WHERE change = 'insert';
+
+UPDATE production.transaction_items AS p SET
+    transaction_id = f.transaction_id,
+    product_id = f.product_id,
+    quantity = f.quantity,
+    unit_price = f.unit_price,
+    discount_percentage = f.discount_percentage,
+    line_total = f.line_total,
+    _row_hash = f._row_hash,
+    _batch_id = f._batch_id,
+    _source_line = f._source_line,
     updated_at = now()
-WHERE p._row_hash IS DISTINCT FROM EXCLUDED._row_hash
-  AND EXCLUDED._batch_id >= p._batch_id;
+FROM _promote AS f
+WHERE f.change = 'update' AND p.item_id = f.item_id;

@@ -9,10 +9,10 @@ WITH
 
 -- import ---------------------------------------------------------------------------------------
 source AS (
-    SELECT s.* FROM staging.transactions AS s
+    SELECT s.ctid AS staging_row, s.* FROM staging.transactions AS s
     WHERE NOT %(retry)s AND s._batch_id = %(batch_id)s
     UNION ALL
-    SELECT r.* FROM ops.quarantine AS q
+    SELECT NULL::tid, r.* FROM ops.quarantine AS q
     CROSS JOIN LATERAL jsonb_populate_record(NULL::staging.transactions, q.raw) AS r
     WHERE %(retry)s AND q.table_name = 'transactions' AND q.is_retryable AND q.resolved_at IS NULL
 ),
@@ -26,31 +26,46 @@ payment_methods AS (
 ),
 
 -- logic: trim and type -------------------------------------------------------------------------
+-- (OFFSET 0 keeps each subquery apart, so every btrim and parse runs once per value, not once
+-- per reference after the planner inlines the expressions.)
 trimmed AS (
     SELECT
-        s._batch_id, s._source_file, s._source_line,
-        ROW(s.*)::staging.transactions AS raw,  -- the row as received; to jsonb only if quarantined
-        md5(ROW(s.transaction_id, s.customer_id, s.transaction_date, s.transaction_time,
-                s.payment_method, s.shipping_address, s.total_amount)::text) AS raw_hash,
-        nullif(btrim(s.transaction_id), '') AS transaction_id,
-        nullif(btrim(s.customer_id), '') AS customer_id,
-        nullif(btrim(s.transaction_date), '') AS date_text,
-        nullif(btrim(s.transaction_time), '') AS time_text,
+        s.staging_row, s._batch_id, s._source_line,
+        hash_record_extended(ROW(s.transaction_id, s.customer_id, s.transaction_date,
+            s.transaction_time, s.payment_method, s.shipping_address, s.total_amount), 0) AS raw_hash,
+        s.transaction_id AS transaction_id_raw, btrim(s.transaction_id) AS transaction_id_t,
+        s.customer_id AS customer_id_raw, btrim(s.customer_id) AS customer_id_t,
+        s.transaction_date AS date_raw, btrim(s.transaction_date) AS date_t,
+        s.transaction_time AS time_raw, btrim(s.transaction_time) AS time_t,
         s.payment_method AS payment_method_raw,
-        nullif(btrim(s.shipping_address), '') AS shipping_address,
-        nullif(btrim(s.total_amount), '') AS total_text,
+        s.shipping_address AS shipping_address_raw, btrim(s.shipping_address) AS shipping_address_t,
+        s.total_amount AS total_raw, btrim(s.total_amount) AS total_t,
         -- the batch's business date; a batch without one is checked against its load date
-        coalesce(b.business_date, s._loaded_at::date) AS business_date,
-        (s.transaction_id <> btrim(s.transaction_id) OR s.customer_id <> btrim(s.customer_id)
-            OR s.transaction_date <> btrim(s.transaction_date)
-            OR s.transaction_time <> btrim(s.transaction_time)
-            OR s.shipping_address <> btrim(s.shipping_address)
-            OR s.total_amount <> btrim(s.total_amount)) IS TRUE AS had_whitespace
+        coalesce(b.business_date, s._loaded_at::date) AS business_date
     FROM source AS s
     LEFT JOIN batches AS b ON b.batch_id = s._batch_id
+    OFFSET 0
 ),
 
-typed AS MATERIALIZED (
+texts AS (
+    SELECT
+        t.staging_row, t._batch_id, t._source_line, t.raw_hash, t.business_date,
+        t.payment_method_raw,
+        nullif(t.transaction_id_t, '') AS transaction_id,
+        nullif(t.customer_id_t, '') AS customer_id,
+        nullif(t.date_t, '') AS date_text,
+        nullif(t.time_t, '') AS time_text,
+        nullif(t.shipping_address_t, '') AS shipping_address,
+        nullif(t.total_t, '') AS total_text,
+        (t.transaction_id_raw <> t.transaction_id_t OR t.customer_id_raw <> t.customer_id_t
+            OR t.date_raw <> t.date_t OR t.time_raw <> t.time_t
+            OR t.shipping_address_raw <> t.shipping_address_t
+            OR t.total_raw <> t.total_t) IS TRUE AS had_whitespace
+    FROM trimmed AS t
+    OFFSET 0
+),
+
+typed AS (
     SELECT
         t.*,
         production.try_date(t.date_text) AS transaction_date,
@@ -58,9 +73,10 @@ typed AS MATERIALIZED (
         production.try_numeric(t.total_text) AS total_amount,
         pm.canonical AS payment_method_canonical,
         c.customer_id IS NOT NULL AS customer_exists
-    FROM trimmed AS t
+    FROM texts AS t
     LEFT JOIN payment_methods AS pm ON pm.variant_key = production.lookup_key(t.payment_method_raw)
     LEFT JOIN production.customers AS c ON c.customer_id = t.customer_id
+    OFFSET 0
 ),
 
 checked AS (
@@ -96,11 +112,12 @@ checked AS (
                        AND btrim(t.payment_method_raw) = t.payment_method_canonical) THEN 'trimmed' END
         ], NULL) AS defaults
     FROM typed AS t
+    OFFSET 0
 ),
 
 cleaned AS (
     SELECT
-        c._batch_id, c._source_file, c._source_line, c.raw, c.raw_hash, c.reason_codes, c.defaults,
+        c.staging_row, c._batch_id, c._source_line, c.raw_hash, c.reason_codes, c.defaults,
         c.transaction_id,
         c.customer_id,
         c.transaction_date,
@@ -113,19 +130,6 @@ cleaned AS (
     FROM checked AS c
 ),
 
--- logic: deduplicate by natural key (latest batch, then latest line, wins) ---------------------
-ranked AS (
-    SELECT
-        c.*,
-        row_number() OVER w AS key_rank,
-        first_value(c.raw_hash) OVER w AS winner_raw_hash
-    FROM cleaned AS c
-    WINDOW w AS (
-        PARTITION BY c.transaction_id, cardinality(c.reason_codes) = 0
-        ORDER BY c._batch_id DESC, c._source_line DESC
-    )
-),
-
 -- final ----------------------------------------------------------------------------------------
 final AS (
     SELECT
@@ -133,18 +137,18 @@ final AS (
         r.transaction_id AS natural_key,
         md5(ROW(r.customer_id, r.transaction_date, r.transaction_time, r.transaction_at,
                 r.payment_method, r.shipping_address, r.total_amount)::text) AS _row_hash,
-        CASE
-            WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined'
-            WHEN r.key_rank = 1 THEN 'accepted'
-            WHEN r.raw_hash = r.winner_raw_hash THEN 'exact_duplicate'
-            ELSE 'conflicting_duplicate'
-        END AS outcome,
+        -- duplicates among the accepted rows: production.mark_duplicates, below
+        CASE WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined' ELSE 'accepted' END AS outcome,
         r.reason_codes = ARRAY['missing_parent'] AS is_retryable
-    FROM ranked AS r
+    FROM cleaned AS r
 )
 
 SELECT
     f.*,
+    -- the row as received, for the rows quarantined from a staged batch only
+    CASE WHEN f.outcome = 'quarantined' AND f.staging_row IS NOT NULL THEN
+        (SELECT to_jsonb(s) FROM staging.transactions AS s WHERE s.ctid = f.staging_row)
+    END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.transaction_id IS NULL THEN 'insert'
          WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
@@ -154,7 +158,12 @@ FROM final AS f
 LEFT JOIN production.transactions AS p
     ON p.transaction_id = f.transaction_id AND f.outcome = 'accepted';
 
-INSERT INTO production.transactions AS p (
+SELECT production.mark_duplicates();
+
+-- Upsert without ON CONFLICT: under the promotion lock (dwh.promote.<table>), `change` says
+-- which rows are new and which changed, so new rows take a plain insert (one WAL record
+-- fewer per row than a speculative insert) and changed rows an update.
+INSERT INTO production.transactions (
     transaction_id, customer_id, transaction_date, transaction_time, transaction_at,
     payment_method, shipping_address, total_amount, _row_hash, _batch_id, _source_line
 )
@@ -162,18 +171,19 @@ SELECT
     transaction_id, customer_id, transaction_date, transaction_time, transaction_at,
     payment_method, shipping_address, total_amount, _row_hash, _batch_id, _source_line
 FROM _promote
-WHERE change IN ('insert', 'update')
-ON CONFLICT (transaction_id) DO UPDATE SET
-    customer_id = EXCLUDED.customer_id,
-    transaction_date = EXCLUDED.transaction_date,
-    transaction_time = EXCLUDED.transaction_time,
-    transaction_at = EXCLUDED.transaction_at,
-    payment_method = EXCLUDED.payment_method,
-    shipping_address = EXCLUDED.shipping_address,
-    total_amount = EXCLUDED.total_amount,
-    _row_hash = EXCLUDED._row_hash,
-    _batch_id = EXCLUDED._batch_id,
-    _source_line = EXCLUDED._source_line,
+WHERE change = 'insert';
+
+UPDATE production.transactions AS p SET
+    customer_id = f.customer_id,
+    transaction_date = f.transaction_date,
+    transaction_time = f.transaction_time,
+    transaction_at = f.transaction_at,
+    payment_method = f.payment_method,
+    shipping_address = f.shipping_address,
+    total_amount = f.total_amount,
+    _row_hash = f._row_hash,
+    _batch_id = f._batch_id,
+    _source_line = f._source_line,
     updated_at = now()
-WHERE p._row_hash IS DISTINCT FROM EXCLUDED._row_hash
-  AND EXCLUDED._batch_id >= p._batch_id;
+FROM _promote AS f
+WHERE f.change = 'update' AND p.transaction_id = f.transaction_id;
