@@ -399,8 +399,56 @@ class _Params(dict):
         return None
 
 
+def _slicer_values(cur: Any) -> dict[str, dict[str, list[str]]]:
+    """The dashboard's filters as a user would set them: the largest category, state and customer
+    segment (most order lines: the slowest single choice), and the two largest categories."""
+    cur.execute(
+        "SELECT p.category FROM warehouse.agg_sales_slices s"
+        " JOIN (SELECT DISTINCT category FROM warehouse.dim_products"
+        "       WHERE product_key > 0 AND category IS NOT NULL) p ON p.category = s.category"
+        " GROUP BY 1 ORDER BY sum(s.lines) DESC, 1 LIMIT 2"
+    )
+    categories = [row[0] for row in cur.fetchall()]
+    cur.execute(
+        "SELECT state FROM warehouse.agg_sales_slices WHERE state IS NOT NULL"
+        " GROUP BY 1 ORDER BY sum(lines) DESC, 1 LIMIT 1"
+    )
+    states = [row[0] for row in cur.fetchall()]
+    cur.execute(
+        "SELECT customer_segment FROM warehouse.agg_customer_metrics"
+        " GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+    )
+    segments = [row[0] for row in cur.fetchall()]
+    slicers = {
+        "category": {"categories": categories[:1]},
+        "state": {"states": states},
+        "segment": {"segments": segments},
+    }
+    if len(categories) == 2:
+        slicers["2_categories"] = {"categories": categories}
+    return {name: value for name, value in slicers.items() if all(value.values())}
+
+
+def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
+    """(window, slicer) pairs to time a statement with, the way the dashboard issues it:
+    *_SLICES_SQL with one filter set; *_LINES_SQL (the fallback) with two categories, and the top
+    products (lines only) with each filter; KPIS_RANGE_SQL over a range touching neither end of
+    the data (the Overview's previous period); the rest with no filter."""
+    windows = ("all", "last_30_days")
+    if name.endswith("_SLICES_SQL"):
+        return [(w, s) for s in ("category", "state", "segment") for w in windows]
+    if name == "TOP_PRODUCTS_LINES_SQL":
+        return [(w, s) for s in ("category", "state", "segment") for w in windows]
+    if name.endswith("_LINES_SQL"):
+        return [(w, "2_categories") for w in windows]
+    if name == "KPIS_RANGE_SQL":
+        return [("previous_30_days", None)]
+    return [(w, None) for w in windows]
+
+
 def _dashboard_queries(url: str) -> dict[str, tuple[str, dict]]:
-    """Every *_SQL statement of dashboards/queries.py with the default (whole range) filters."""
+    """Every *_SQL statement of dashboards/queries.py with the filters the dashboard uses it with
+    (_dashboard_variants), named <statement>[<window>] or <statement>[<window>,<filter>]."""
     try:
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
@@ -408,6 +456,7 @@ def _dashboard_queries(url: str) -> dict[str, tuple[str, dict]]:
     except Exception as exc:  # the dashboard is optional for the benchmark
         log.warning("dashboard queries not timed: %s", exc)
         return {}
+    first = last = None
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
@@ -416,27 +465,41 @@ def _dashboard_queries(url: str) -> dict[str, tuple[str, dict]]:
                 " WHERE d.date_key IN (SELECT date_key FROM warehouse.agg_daily_sales)"
             )
             first, last = cur.fetchone()
+            slicers = _slicer_values(cur) if first is not None else {}
+    except psycopg2.Error as exc:  # a warehouse without the slice aggregates: no filters
+        log.warning("dashboard filters not timed: %s", exc)
+        conn.rollback()
+        slicers = {}
     finally:
         conn.close()
     if first is None:
         return {}
     queries = {}
     filters_class = getattr(module, "Filters", None)
-    windows = {"all": (first, last), "last_30_days": (last - dt.timedelta(days=29), last)}
+    windows = {
+        "all": (first, last),
+        "last_30_days": (last - dt.timedelta(days=29), last),
+        "previous_30_days": (last - dt.timedelta(days=59), last - dt.timedelta(days=30)),
+    }
     for name in sorted(vars(module)):
         text = getattr(module, name)
         if not (name.endswith("_SQL") and isinstance(text, str)):
             continue
-        for window, (start, end) in windows.items():
+        for window, slicer in _dashboard_variants(name):
+            if slicer is not None and slicer not in slicers:
+                continue
+            start, end = windows[window]
             params: dict[str, Any] = {}
             if filters_class is not None:
                 try:
+                    chosen = {k: tuple(v) for k, v in slicers.get(slicer or "", {}).items()}
                     params = filters_class(
-                        start=start, end=end, data_start=first, data_end=last
+                        start=start, end=end, data_start=first, data_end=last, **chosen
                     ).params()
                 except Exception:
                     params = {}
-            queries[f"{name.lower()[:-4]}[{window}]"] = (text, _Params({"limit": 10, **params}))
+            label = window if slicer is None else f"{window},{slicer}"
+            queries[f"{name.lower()[:-4]}[{label}]"] = (text, _Params({"limit": 10, **params}))
             if "%(" not in text:
                 break
     return queries
