@@ -159,6 +159,9 @@ CREATE TABLE IF NOT EXISTS production.transaction_items (
 CREATE INDEX IF NOT EXISTS transaction_items_transaction_idx ON production.transaction_items (transaction_id);
 CREATE INDEX IF NOT EXISTS transaction_items_product_idx ON production.transaction_items (product_id);
 CREATE INDEX IF NOT EXISTS transaction_items_batch_idx ON production.transaction_items (_batch_id);
+-- what the warehouse stage selects: rows written since its last load (fact_sales_candidates.sql)
+CREATE INDEX IF NOT EXISTS transactions_updated_idx ON production.transactions (updated_at);
+CREATE INDEX IF NOT EXISTS transaction_items_updated_idx ON production.transaction_items (updated_at);
 
 -- The sum of the accepted lines of each transaction, beside the source total (never overwritten).
 -- A view, not a stored column: keeping a column up to date rewrote every transaction row once

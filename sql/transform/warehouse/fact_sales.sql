@@ -84,71 +84,77 @@ GROUP BY source_table
 ON CONFLICT (source_table) DO UPDATE
 SET updated_at = greatest(ops.warehouse_watermarks.updated_at, EXCLUDED.updated_at);
 
--- ── upsert, and queue the keys of what changed ──────────────────────────────────────────────
-WITH previous AS (
-    -- the keys a changed line had before (its old date, customer and product need a refresh)
-    SELECT f.item_id, f.date_key, dc.customer_id, dp.product_id
-    FROM warehouse.fact_sales f
-    JOIN _wh_resolved r ON r.item_id = f.item_id
-    JOIN warehouse.dim_customers dc ON dc.customer_key = f.customer_key
-    JOIN warehouse.dim_products dp ON dp.product_key = f.product_key
-),
-upserted AS (
-    INSERT INTO warehouse.fact_sales (
-        date_key, customer_key, product_key, payment_method_key, transaction_id, item_id,
-        quantity, unit_price, discount_percentage, discount_amount, gross_amount, line_total,
-        cost_amount, profit, _batch_id
-    )
-    SELECT
-        r.date_key, r.customer_key, r.product_key, r.payment_method_key, r.transaction_id,
-        r.item_id, r.quantity, r.unit_price, r.discount_percentage, r.discount_amount,
-        r.gross_amount, r.line_total, r.cost_amount, r.profit, r._batch_id
-    FROM _wh_resolved r
-    ORDER BY r.date_key, r.item_id
-    ON CONFLICT (item_id) DO UPDATE
-    SET date_key = EXCLUDED.date_key,
-        customer_key = EXCLUDED.customer_key,
-        product_key = EXCLUDED.product_key,
-        payment_method_key = EXCLUDED.payment_method_key,
-        transaction_id = EXCLUDED.transaction_id,
-        quantity = EXCLUDED.quantity,
-        unit_price = EXCLUDED.unit_price,
-        discount_percentage = EXCLUDED.discount_percentage,
-        discount_amount = EXCLUDED.discount_amount,
-        gross_amount = EXCLUDED.gross_amount,
-        line_total = EXCLUDED.line_total,
-        cost_amount = EXCLUDED.cost_amount,
-        profit = EXCLUDED.profit,
-        _batch_id = EXCLUDED._batch_id,
-        _loaded_at = now()
-    WHERE (fact_sales.date_key, fact_sales.customer_key, fact_sales.product_key,
-           fact_sales.payment_method_key, fact_sales.transaction_id, fact_sales.quantity,
-           fact_sales.unit_price, fact_sales.discount_percentage, fact_sales.line_total,
-           fact_sales.cost_amount)
-          IS DISTINCT FROM
-          (EXCLUDED.date_key, EXCLUDED.customer_key, EXCLUDED.product_key,
-           EXCLUDED.payment_method_key, EXCLUDED.transaction_id, EXCLUDED.quantity,
-           EXCLUDED.unit_price, EXCLUDED.discount_percentage, EXCLUDED.line_total,
-           EXCLUDED.cost_amount)
-    RETURNING item_id, (xmax = 0) AS inserted
-),
-queued AS (
+-- ── what changes: new lines, and existing lines whose values differ ─────────────────────────
+-- (the previous keys of a changed line are kept: its old date, customer and product need a
+-- refresh of the aggregates too)
+DROP TABLE IF EXISTS _wh_changes;
+CREATE TEMP TABLE _wh_changes ON COMMIT DROP AS
+SELECT
+    r.*,
+    f.item_id IS NULL AS is_new,
+    f.date_key AS previous_date_key,
+    pc.customer_id AS previous_customer_id,
+    pp.product_id AS previous_product_id
+FROM _wh_resolved r
+LEFT JOIN warehouse.fact_sales f ON f.item_id = r.item_id
+LEFT JOIN warehouse.dim_customers pc ON pc.customer_key = f.customer_key
+LEFT JOIN warehouse.dim_products pp ON pp.product_key = f.product_key
+WHERE f.item_id IS NULL
+   OR (f.date_key, f.customer_key, f.product_key, f.payment_method_key, f.transaction_id,
+       f.quantity, f.unit_price, f.discount_percentage, f.line_total, f.cost_amount)
+      IS DISTINCT FROM
+      (r.date_key, r.customer_key, r.product_key, r.payment_method_key, r.transaction_id,
+       r.quantity, r.unit_price, r.discount_percentage, r.line_total, r.cost_amount);
+
+-- ── insert the new lines, update the changed ones (one run at a time holds the pipeline lock,
+-- so a plain insert cannot meet a concurrent one; no speculative insertion needed) ──────────
+INSERT INTO warehouse.fact_sales (
+    date_key, customer_key, product_key, payment_method_key, transaction_id, item_id,
+    quantity, unit_price, discount_percentage, discount_amount, gross_amount, line_total,
+    cost_amount, profit, _batch_id
+)
+SELECT
+    c.date_key, c.customer_key, c.product_key, c.payment_method_key, c.transaction_id,
+    c.item_id, c.quantity, c.unit_price, c.discount_percentage, c.discount_amount,
+    c.gross_amount, c.line_total, c.cost_amount, c.profit, c._batch_id
+FROM _wh_changes c
+WHERE c.is_new;
+
+UPDATE warehouse.fact_sales AS f
+SET date_key = c.date_key,
+    customer_key = c.customer_key,
+    product_key = c.product_key,
+    payment_method_key = c.payment_method_key,
+    transaction_id = c.transaction_id,
+    quantity = c.quantity,
+    unit_price = c.unit_price,
+    discount_percentage = c.discount_percentage,
+    discount_amount = c.discount_amount,
+    gross_amount = c.gross_amount,
+    line_total = c.line_total,
+    cost_amount = c.cost_amount,
+    profit = c.profit,
+    _batch_id = c._batch_id,
+    _loaded_at = now()
+FROM _wh_changes c
+WHERE NOT c.is_new AND f.item_id = c.item_id;
+
+-- ── queue the keys of what changed (old and new), unless the aggregates are rebuilt ──────────
+WITH queued AS (
     INSERT INTO ops.warehouse_refresh_queue (date_key, customer_id, product_id)
     SELECT k.date_key, k.customer_id, k.product_id
     FROM (
-        SELECT r.date_key, r.customer_id, r.product_id
-        FROM upserted u JOIN _wh_resolved r ON r.item_id = u.item_id
+        SELECT c.date_key, c.customer_id, c.product_id FROM _wh_changes c
         UNION
-        SELECT p.date_key, p.customer_id, p.product_id
-        FROM upserted u JOIN previous p ON p.item_id = u.item_id
+        SELECT c.previous_date_key, c.previous_customer_id, c.previous_product_id
+        FROM _wh_changes c WHERE NOT c.is_new
     ) k
     WHERE NOT %(full_refresh)s
     RETURNING 1
 )
 SELECT
-    count(*) FILTER (WHERE inserted)                                  AS inserted,
-    count(*) FILTER (WHERE NOT inserted)                              AS updated,
+    (SELECT count(*) FROM _wh_changes WHERE is_new)                   AS inserted,
+    (SELECT count(*) FROM _wh_changes WHERE NOT is_new)               AS updated,
     (SELECT count(*) FROM _wh_inferred WHERE kind = 'customer')       AS inferred_customers,
     (SELECT count(*) FROM _wh_inferred WHERE kind = 'product')        AS inferred_products,
-    (SELECT count(*) FROM queued)                                     AS queued_keys
-FROM upserted;
+    (SELECT count(*) FROM queued)                                     AS queued_keys;

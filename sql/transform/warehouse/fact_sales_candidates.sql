@@ -5,26 +5,27 @@
 
 DROP TABLE IF EXISTS _wh_items;
 CREATE TEMP TABLE _wh_items ON COMMIT DROP AS
-WITH watermarks AS (
-    SELECT
-        coalesce(max(updated_at) FILTER (WHERE source_table = 'production.transaction_items'),
-                 '-infinity') AS items_after,
-        coalesce(max(updated_at) FILTER (WHERE source_table = 'production.transactions'),
-                 '-infinity') AS transactions_after
-    FROM ops.warehouse_watermarks
+WITH
+-- the watermarks as scalars, so each selection below is a range scan of an updated_at index
+items_after AS (
+    SELECT coalesce(max(updated_at), '-infinity') AS ts FROM ops.warehouse_watermarks
+    WHERE source_table = 'production.transaction_items'
+),
+transactions_after AS (
+    SELECT coalesce(max(updated_at), '-infinity') AS ts FROM ops.warehouse_watermarks
+    WHERE source_table = 'production.transactions'
 ),
 changed_items AS (
     SELECT i.item_id
-    FROM production.transaction_items i, watermarks w
-    WHERE %(full_refresh)s OR i.updated_at > w.items_after
+    FROM production.transaction_items i
+    WHERE %(full_refresh)s OR i.updated_at > (SELECT ts FROM items_after)
     -- disjoint from the branch above (and an item has one transaction), so no de-duplication
     UNION ALL
     SELECT i.item_id
     FROM production.transactions t
     JOIN production.transaction_items i ON i.transaction_id = t.transaction_id
-    CROSS JOIN watermarks w
-    WHERE NOT %(full_refresh)s AND t.updated_at > w.transactions_after
-      AND i.updated_at <= w.items_after
+    WHERE NOT %(full_refresh)s AND t.updated_at > (SELECT ts FROM transactions_after)
+      AND i.updated_at <= (SELECT ts FROM items_after)
 )
 SELECT
     i.item_id,
