@@ -1,13 +1,23 @@
-"""Data-quality checks: load them, compile each to one SQL query, run, score, report, gate.
+"""Data-quality checks: load them, compile them to SQL, run them over the rows in scope, score,
+report, gate.
 
 Two kinds of checks, both run by `run_checks` and stored in ops.dq_results:
 
 - declarative checks in config/quality_checks.yaml, per table and column: not_null, unique (also
   composite), relationships, accepted_values, range, regex, expression, row_count_min,
-  freshness — each compiled to one query with psycopg2.sql (identifiers quoted, names checked
-  against the catalog first);
+  freshness (identifiers quoted with psycopg2.sql, names checked against the catalog first);
 - bespoke checks sql/checks/assert_*.sql: a query returning the violating rows, with a header
-  of `-- key: value` lines (layer, table, severity, dimension, mostly).
+  of `-- key: value` lines (layer, table, severity, dimension, mostly, scope).
+
+Scope (quality.scope, docs/data_quality.md): `new` (default) checks only the rows of the batches
+this run brings to the layer (`resolve_scope`); a layer with nothing new is skipped, and its
+report carries the latest real results forward. `all` (or --full-refresh) reads whole tables.
+
+One pass per table: every declarative check of a table except `unique` is one aggregate of a
+single query over the scope (`count(*) FILTER (WHERE <failing condition>)`); samples of
+offending keys are fetched afterwards, in one query, only for the checks that found failing
+rows. `unique` is a GROUP BY of its own over the same scope. ops.dq_results.query stores, per
+check, the query that reproduces its counts (`compile_check`).
 
 Every check yields total rows, failing rows and a sample of offending keys. A check passes when
 failing / total <= 1 - mostly. Scores: per dimension the mean pass rate of its checks (0-100),
@@ -20,7 +30,9 @@ Callers pick a layer (the schema: staging, production, warehouse): `load_checks(
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -71,6 +83,9 @@ _COMMON_PARAMS = {"severity", "mostly", "dimension", "name", "where"}
 SEVERITIES = ("warn", "error")
 GRADES: tuple[tuple[float, str], ...] = ((90, "A"), (80, "B"), (70, "C"), (60, "D"))
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+SCOPES = ("new", "all")
+BATCH_COLUMN = "_batch_id"  # the column a layer's rows are scoped by (indexed in each table)
+log = logging.getLogger(__name__)
 _HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.+?)\s*$")
 
 
@@ -284,6 +299,13 @@ def parse_assert(path: Path) -> Check:
         mostly = float(meta.get("mostly", 1.0))
     except ValueError:
         raise ConfigError(f"{where}: mostly must be a number in 0..1") from None
+    params = {"table_schema": schema}
+    if "scope" in meta:
+        # `-- scope: <column>`: a column of `table` and of the query's result holding the batch
+        # id; with quality.scope new, both counts are restricted to the batches in scope.
+        if not _NAME.match(meta["scope"]):
+            raise ConfigError(f"{where}: scope must name one column (e.g. _batch_id)")
+        params["scope_column"] = meta["scope"]
     return Check(
         name=path.stem,
         type="assert",
@@ -293,7 +315,7 @@ def parse_assert(path: Path) -> Check:
         mostly=mostly,
         dimension=dimension,
         sql_text=body,
-        params={"table_schema": schema},
+        params=params,
     )
 
 
@@ -319,6 +341,102 @@ def _project_path(value: str) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------
+# Scope: which rows a run's checks look at
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The rows a layer's checks look at in a run.
+
+    mode "all": whole tables. mode "new": per table (schema.table), the rows whose `_batch_id` is
+    one of `batches[table]`; a table the ledger feeds (`tracked`) with no batch of its own is
+    skipped; any other table with a `_batch_id` (a view, a version log) gets every batch in scope;
+    a table without `_batch_id` is read whole. An empty "new" scope means: nothing to check.
+    """
+
+    mode: str = "all"
+    batches: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tracked: frozenset[str] = frozenset()
+
+    @property
+    def is_all(self) -> bool:
+        return self.mode == "all"
+
+    @property
+    def all_batches(self) -> tuple[str, ...]:
+        return tuple(sorted({b for bs in self.batches.values() for b in bs}))
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.is_all and not self.all_batches
+
+    def batches_for(self, table: str) -> tuple[str, ...] | None:
+        """Batch ids a table's checks are restricted to; None = the whole table; () = skip."""
+        if self.is_all:
+            return None
+        if table in self.batches:
+            return self.batches[table]
+        return () if table in self.tracked else self.all_batches
+
+    def describe(self) -> dict[str, Any]:
+        if self.is_all:
+            return {"mode": "all"}
+        return {"mode": "new", "batches": {t: list(b) for t, b in sorted(self.batches.items())}}
+
+
+ALL = Scope()
+
+
+def resolve_scope(
+    conn: psycopg2.extensions.connection,
+    settings: Settings,
+    layer: str,
+    run_id: int | None,
+    *,
+    full_refresh: bool = False,
+) -> Scope:
+    """The scope of a layer's checks in a run (quality.scope; --full-refresh means all).
+
+    staging: the batches ingested and not yet promoted (what the production stage promotes next).
+    production: the batches promoted, and those with quarantine rows resolved, by this run or by
+    any run since the last one whose production stage succeeded (so batches whose checks failed
+    the gate, or never ran because a run died, are checked again). Other layers: all.
+    """
+    mode = settings.quality.scope
+    if mode not in SCOPES:
+        raise ConfigError(f"setting quality.scope: {mode!r} is not one of {', '.join(SCOPES)}")
+    if full_refresh or run_id is None or mode == "all" or layer not in ("staging", "production"):
+        return ALL
+    with conn.cursor() as cur:
+        cur.execute("SELECT DISTINCT table_name FROM ops.ingested_files")
+        tracked = frozenset(f"{layer}.{t}" for (t,) in cur.fetchall())
+        if layer == "staging":
+            cur.execute(
+                "SELECT f.table_name, array_agg(DISTINCT f.batch_id ORDER BY f.batch_id)"
+                " FROM ops.ingested_files AS f"
+                " WHERE NOT EXISTS (SELECT 1 FROM ops.reconciliation AS r"
+                "   WHERE r.table_name = f.table_name AND r.batch_id = f.batch_id)"
+                " GROUP BY f.table_name"
+            )
+        else:
+            cur.execute(
+                "WITH since AS (SELECT coalesce(max(run_id), 0) AS run_id FROM ops.stage_runs"
+                "   WHERE stage = 'production' AND status = 'success' AND run_id <> %(run)s)"
+                " SELECT table_name, array_agg(DISTINCT batch_id ORDER BY batch_id) FROM ("
+                "   SELECT r.table_name, r.batch_id FROM ops.reconciliation AS r, since"
+                "   WHERE r.run_id = %(run)s OR r.run_id > since.run_id"
+                "   UNION ALL"
+                "   SELECT q.table_name, q.batch_id FROM ops.quarantine AS q, since"
+                "   WHERE q.resolved_run_id = %(run)s OR q.resolved_run_id > since.run_id"
+                " ) AS b GROUP BY table_name",
+                {"run": run_id},
+            )
+        batches = {f"{layer}.{t}": tuple(b) for t, b in cur.fetchall()}
+    return Scope(mode="new", batches=batches, tracked=tracked)
+
+
+# ----------------------------------------------------------------------------------------------
 # Compiling
 # ----------------------------------------------------------------------------------------------
 
@@ -334,6 +452,19 @@ def catalog_columns(
             (schema, table),
         )
         return dict(cur.fetchall())
+
+
+def unique_columns(conn: psycopg2.extensions.connection, schema: str, table: str) -> set[str]:
+    """Columns that alone carry a unique index (a primary key, a UNIQUE constraint)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname FROM pg_index AS i"
+            " JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+            " WHERE i.indrelid = to_regclass(format('%%I.%%I', %s, %s)) AND i.indisunique"
+            " AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL",
+            (schema, table),
+        )
+        return {r[0] for r in cur.fetchall()}
 
 
 def _validate(check: Check, catalog: Mapping[str, str], other: Mapping[str, str] | None) -> None:
@@ -368,107 +499,256 @@ def _key_expr(columns: Sequence[str]) -> sql.Composable:
     )
 
 
-def compile_check(
-    check: Check,
-    catalog: Mapping[str, str],
-    sample_size: int = 5,
-) -> sql.Composed:
-    """One query returning (total_rows, failing_rows, sample text[]) for a declarative check."""
-    table = sql.Identifier(check.schema, check.table)
-    scope = sql.SQL("SELECT t.ctid AS dq_row_id, t.* FROM {} AS t").format(table)
-    if check.where:
-        scope = sql.SQL("{} WHERE ({})").format(scope, sql.SQL(check.where))
-    limit = sql.Literal(int(sample_size))
-    key = _key_expr(check.key)
+def _scope_from(schema: str, table: str, batches: Sequence[str] | None) -> sql.Composed:
+    """The rows in scope, as a subquery aliased `scope` (dq_row_id = ctid, every column)."""
+    rows = sql.SQL("SELECT t.ctid AS dq_row_id, t.* FROM {} AS t").format(
+        sql.Identifier(schema, table)
+    )
+    if batches is not None:
+        rows = sql.SQL("{} WHERE t.{} = ANY({}::text[])").format(
+            rows, sql.Identifier(BATCH_COLUMN), sql.Literal(list(batches))
+        )
+    return sql.SQL("({}) AS scope").format(rows)
+
+
+def _condition(check: Check, catalog: Mapping[str, str]) -> sql.Composable:
+    """The failing condition of a row-level check, over the columns of `scope`."""
     col = sql.Identifier(check.columns[0]) if check.columns else None
     params = check.params
     kind = check.type
-
-    if kind == "row_count_min":
-        return sql.SQL(
-            "WITH scope AS ({scope}), n AS (SELECT count(*) AS n FROM scope)"
-            " SELECT 1::bigint, (n < {min})::int::bigint,"
-            " CASE WHEN n < {min} THEN ARRAY['rows: ' || n] ELSE ARRAY[]::text[] END FROM n"
-        ).format(scope=scope, min=sql.Literal(int(params["min"])))
-    if kind == "freshness":
-        hours = sql.Literal(float(params["max_age_hours"]))
-        return sql.SQL(
-            "WITH scope AS ({scope}), m AS (SELECT max({col})::timestamptz AS newest FROM scope)"
-            " SELECT 1::bigint,"
-            " (newest IS NULL OR newest < now() - {hours} * interval '1 hour')::int::bigint,"
-            " CASE WHEN newest IS NULL OR newest < now() - {hours} * interval '1 hour'"
-            " THEN ARRAY['newest: ' || coalesce(newest::text, 'none')] ELSE ARRAY[]::text[] END"
-            " FROM m"
-        ).format(scope=scope, col=col, hours=hours)
-    if kind == "unique":
-        cols = sql.SQL(", ").join(map(sql.Identifier, check.columns))
-        not_null = sql.SQL(" AND ").join(
-            sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in check.columns
-        )
-        return sql.SQL(
-            "WITH scope AS ({scope}),"
-            " keyed AS (SELECT {cols} FROM scope WHERE {not_null}),"
-            " dup AS (SELECT {key} AS k, count(*) AS n FROM keyed GROUP BY {cols} HAVING count(*) > 1)"
-            " SELECT (SELECT count(*) FROM keyed), coalesce((SELECT sum(n) FROM dup), 0)::bigint,"
-            " ARRAY(SELECT k FROM dup ORDER BY k LIMIT {limit})"
-        ).format(
-            scope=scope, cols=cols, not_null=not_null, key=_key_expr(check.columns), limit=limit
-        )
-
     if kind == "not_null":
         blank = catalog.get(check.columns[0]) in ("text", "character varying", "character")
-        condition = (
-            sql.SQL("{c} IS NULL OR btrim({c}) = ''").format(c=col)
-            if blank
-            else sql.SQL("{} IS NULL").format(col)
-        )
-    elif kind == "accepted_values":
+        if blank:
+            return sql.SQL("{c} IS NULL OR btrim({c}) = ''").format(c=col)
+        return sql.SQL("{} IS NULL").format(col)
+    if kind == "accepted_values":
         values = [str(v) for v in params["values"]]
         if params.get("ignore_case"):
-            condition = sql.SQL("{c} IS NOT NULL AND lower({c}::text) <> ALL({v}::text[])").format(
+            return sql.SQL("{c} IS NOT NULL AND lower({c}::text) <> ALL({v}::text[])").format(
                 c=col, v=sql.Literal([v.lower() for v in values])
             )
-        else:
-            condition = sql.SQL("{c} IS NOT NULL AND {c}::text <> ALL({v}::text[])").format(
-                c=col, v=sql.Literal(values)
-            )
-    elif kind == "range":
+        return sql.SQL("{c} IS NOT NULL AND {c}::text <> ALL({v}::text[])").format(
+            c=col, v=sql.Literal(values)
+        )
+    if kind == "range":
         parts = []
         if params.get("min") is not None:
             parts.append(sql.SQL("{} < {}").format(col, sql.Literal(params["min"])))
         if params.get("max") is not None:
             parts.append(sql.SQL("{} > {}").format(col, sql.Literal(params["max"])))
-        condition = sql.SQL("{} IS NOT NULL AND ({})").format(col, sql.SQL(" OR ").join(parts))
-    elif kind == "regex":
-        condition = sql.SQL("{c} IS NOT NULL AND {c}::text !~ {p}").format(
+        return sql.SQL("{} IS NOT NULL AND ({})").format(col, sql.SQL(" OR ").join(parts))
+    if kind == "regex":
+        return sql.SQL("{c} IS NOT NULL AND {c}::text !~ {p}").format(
             c=col, p=sql.Literal(str(params["pattern"]))
         )
-    elif kind == "expression":
-        condition = sql.SQL("({}) IS NOT TRUE").format(sql.SQL(str(params["expression"])))
-    elif kind == "relationships":
+    if kind == "expression":
+        return sql.SQL("({}) IS NOT TRUE").format(sql.SQL(str(params["expression"])))
+    if kind == "relationships":
         other_schema, other_table = _split_table(params["to"], check.name)
         ref = sql.Identifier(params.get("field") or check.columns[0])
-        condition = sql.SQL(
-            "{c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {t} AS parent WHERE parent.{r} = scope.{c})"
+        return sql.SQL(
+            "scope.{c} IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM {t} AS parent WHERE parent.{r} = scope.{c})"
         ).format(c=col, t=sql.Identifier(other_schema, other_table), r=ref)
-    else:  # pragma: no cover - guarded by _make_check
-        raise ConfigError(f"quality check {check.name}: unknown type {kind}")
+    raise ConfigError(f"quality check {check.name}: unknown type {kind}")  # pragma: no cover
 
+
+def _filtered(check: Check, condition: sql.Composable | None) -> sql.Composable:
+    """FILTER (WHERE …) of an aggregate: the check's `where` and the condition (if any)."""
+    parts = []
+    if check.where:
+        parts.append(sql.SQL("({})").format(sql.SQL(check.where)))
+    if condition is not None:
+        parts.append(sql.SQL("({})").format(condition))
+    if not parts:
+        return sql.SQL("")
+    return sql.SQL(" FILTER (WHERE {})").format(sql.SQL(" AND ").join(parts))
+
+
+def _aggregates(
+    check: Check, catalog: Mapping[str, str], condition: sql.Composable | None = None
+) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """(total rows, failing rows, note) of a row-level or table-level check as aggregates over
+    `scope`, to sit beside the other checks of its table in one pass. The note is the sample of
+    a failed table-level check (row count, newest value); NULL for row-level checks."""
+    if check.type == "row_count_min":
+        n = sql.SQL("count(*){}").format(_filtered(check, None))
+        low = sql.SQL("{} < {}").format(n, sql.Literal(int(check.params["min"])))
+        return (
+            sql.SQL("1::bigint"),
+            sql.SQL("({})::int::bigint").format(low),
+            sql.SQL("CASE WHEN {} THEN 'rows: ' || {} END").format(low, n),
+        )
+    if check.type == "freshness":
+        newest = sql.SQL("(max({}){})::timestamptz").format(
+            sql.Identifier(check.columns[0]), _filtered(check, None)
+        )
+        stale = sql.SQL("({n} IS NULL OR {n} < now() - {h} * interval '1 hour')").format(
+            n=newest, h=sql.Literal(float(check.params["max_age_hours"]))
+        )
+        return (
+            sql.SQL("1::bigint"),
+            sql.SQL("{}::int::bigint").format(stale),
+            sql.SQL("CASE WHEN {} THEN 'newest: ' || coalesce({}::text, 'none') END").format(
+                stale, newest
+            ),
+        )
+    return (
+        sql.SQL("count(*){}").format(_filtered(check, None)),
+        sql.SQL("count(*){}").format(_filtered(check, condition or _condition(check, catalog))),
+        sql.SQL("NULL::text"),
+    )
+
+
+def compile_check(
+    check: Check,
+    catalog: Mapping[str, str],
+    sample_size: int = 5,
+    batches: Sequence[str] | None = None,
+) -> sql.Composed:
+    """One query for one declarative check over its scope (the whole table when `batches` is
+    None): (total_rows, failing_rows[, sample]). It reproduces the counts the one-pass query of
+    the check's table found; it is what ops.dq_results.query stores."""
+    scope = _scope_from(check.schema, check.table, batches)
+    if check.type == "unique":
+        cols = sql.SQL(", ").join(map(sql.Identifier, check.columns))
+        not_null = sql.SQL(" AND ").join(
+            sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in check.columns
+        )
+        if check.where:
+            not_null = sql.SQL("({}) AND {}").format(sql.SQL(check.where), not_null)
+        return sql.SQL(
+            "WITH keyed AS (SELECT {cols} FROM {scope} WHERE {not_null}),"
+            " dup AS (SELECT {key} AS k, count(*) AS n FROM keyed GROUP BY {cols} HAVING count(*) > 1)"
+            " SELECT (SELECT count(*) FROM keyed) AS total_rows,"
+            " coalesce((SELECT sum(n) FROM dup), 0)::bigint AS failing_rows,"
+            " ARRAY(SELECT k FROM dup ORDER BY k LIMIT {limit}) AS sample"
+        ).format(
+            scope=scope,
+            cols=cols,
+            not_null=not_null,
+            key=_key_expr(check.columns),
+            limit=sql.Literal(int(sample_size)),
+        )
+    total, failing, _note = _aggregates(check, catalog)
+    return sql.SQL("SELECT {} AS total_rows, {} AS failing_rows FROM {}").format(
+        total, failing, scope
+    )
+
+
+def compile_table_pass(
+    checks: Sequence[Check],
+    catalog: Mapping[str, str],
+    batches: Sequence[str] | None = None,
+    joinable: Iterable[int] = (),
+) -> sql.Composed:
+    """ONE query over a table's scope computing every (non-unique) declarative check of it:
+    three columns per check, in order: total rows, failing rows, note.
+
+    `joinable`: indexes of relationships checks whose parent column is unique (a primary key):
+    they become a LEFT JOIN to the parent (at most one match per row, so no count changes), which
+    lets the planner pick index lookups for a small scope and a hash join for a large one. The
+    others are NOT EXISTS on the parent, as in `compile_check`."""
+    first = checks[0]
+    joinable = set(joinable)
+    columns = []
+    joins = []
+    for j, check in enumerate(checks):
+        condition = None
+        if j in joinable and check.type == "relationships":
+            # The parent exposes only its key (dq_ref_<j>): no name clash with scope's columns.
+            alias = sql.Identifier(f"dq_parent_{j}")
+            ref = sql.Identifier(f"dq_ref_{j}")
+            col = sql.Identifier(check.columns[0])
+            joins.append(
+                sql.SQL(
+                    " LEFT JOIN (SELECT {f} AS {r} FROM {t}) AS {a} ON {a}.{r} = scope.{c}"
+                ).format(
+                    f=sql.Identifier(check.params.get("field") or check.columns[0]),
+                    t=sql.Identifier(*_split_table(check.params["to"], check.name)),
+                    a=alias,
+                    r=ref,
+                    c=col,
+                )
+            )
+            condition = sql.SQL("scope.{c} IS NOT NULL AND {a}.{r} IS NULL").format(
+                c=col, a=alias, r=ref
+            )
+        columns.extend(_aggregates(check, catalog, condition))
+    return sql.SQL("SELECT {} FROM {}{}").format(
+        sql.SQL(", ").join(columns),
+        _scope_from(first.schema, first.table, batches),
+        sql.SQL("").join(joins),
+    )
+
+
+def compile_samples(
+    checks: Sequence[Check],
+    catalog: Mapping[str, str],
+    sample_size: int = 5,
+    batches: Sequence[str] | None = None,
+) -> sql.Composed:
+    """One query over a table's scope returning (check index, offending key), the first
+    `sample_size` keys in key order per check, for the row-level checks that found failures."""
+    values = sql.SQL(", ").join(
+        sql.SQL("({}, {}, {})").format(
+            sql.Literal(i),
+            _key_expr(check.key),
+            sql.SQL(" AND ").join(
+                ([sql.SQL("({})").format(sql.SQL(check.where))] if check.where else [])
+                + [sql.SQL("({})").format(_condition(check, catalog))]
+            ),
+        )
+        for i, check in enumerate(checks)
+    )
+    first = checks[0]
     return sql.SQL(
-        "WITH scope AS ({scope}), failing AS (SELECT {key} AS k FROM scope WHERE {condition})"
-        " SELECT (SELECT count(*) FROM scope), (SELECT count(*) FROM failing),"
-        " ARRAY(SELECT k FROM failing ORDER BY k LIMIT {limit})"
-    ).format(scope=scope, key=key, condition=condition, limit=limit)
+        "SELECT i, k FROM (SELECT v.i, v.k, row_number() OVER (PARTITION BY v.i ORDER BY v.k)"
+        " AS rn FROM {scope} CROSS JOIN LATERAL (VALUES {values}) AS v(i, k, bad)"
+        " WHERE v.bad) AS s WHERE rn <= {limit} ORDER BY i, rn"
+    ).format(
+        scope=_scope_from(first.schema, first.table, batches),
+        values=values,
+        limit=sql.Literal(int(sample_size)),
+    )
 
 
-def compile_assert(check: Check, sample_size: int = 5) -> sql.Composed:
-    """(total rows of the table, violating rows, sample of violating rows as JSON text)."""
+def compile_assert(
+    check: Check, sample_size: int = 5, batches: Sequence[str] | None = None
+) -> sql.Composed:
+    """(rows of the table in scope, violating rows in scope[, sample of them as JSON text]).
+
+    Whole table (batches None): one query with the sample. Scoped: the assert's `scope` column
+    (a column of its table and of its result) restricts both counts; the sample is a second
+    query (compile_assert_sample), run only when something fails."""
     table = sql.Identifier(check.params.get("table_schema", check.schema), check.table)
+    body = sql.SQL(check.sql_text or "")
+    if batches is None:
+        return sql.SQL(
+            "WITH violations AS ({body})"
+            " SELECT (SELECT count(*) FROM {table}) AS total_rows,"
+            " (SELECT count(*) FROM violations) AS failing_rows,"
+            " ARRAY(SELECT to_jsonb(dq_violation)::text FROM violations AS dq_violation LIMIT {limit}) AS sample"
+        ).format(body=body, table=table, limit=sql.Literal(int(sample_size)))
+    column = sql.Identifier(check.params["scope_column"])
+    within = sql.Literal(list(batches))
     return sql.SQL(
-        "WITH violations AS ({body})"
-        " SELECT (SELECT count(*) FROM {table}), (SELECT count(*) FROM violations),"
-        " ARRAY(SELECT to_jsonb(v)::text FROM violations AS v LIMIT {limit})"
-    ).format(body=sql.SQL(check.sql_text or ""), table=table, limit=sql.Literal(int(sample_size)))
+        "SELECT (SELECT count(*) FROM {table} WHERE {c} = ANY({b}::text[])) AS total_rows,"
+        " (SELECT count(*) FROM ({body}) AS dq_violation"
+        " WHERE dq_violation.{c} = ANY({b}::text[])) AS failing_rows"
+    ).format(table=table, c=column, b=within, body=body)
+
+
+def compile_assert_sample(check: Check, sample_size: int, batches: Sequence[str]) -> sql.Composed:
+    return sql.SQL(
+        "SELECT to_jsonb(dq_violation)::text FROM ({body}) AS dq_violation"
+        " WHERE dq_violation.{c} = ANY({b}::text[]) LIMIT {n}"
+    ).format(
+        body=sql.SQL(check.sql_text or ""),
+        c=sql.Identifier(check.params["scope_column"]),
+        b=sql.Literal(list(batches)),
+        n=sql.Literal(int(sample_size)),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,15 +765,61 @@ def passes(total: int, failing: int, mostly: float) -> bool:
     return failing / total <= (1 - mostly) + 1e-12
 
 
+def _fetch(conn: psycopg2.extensions.connection, text: str, *, many: bool = False) -> Any:
+    """Run one check query in a savepoint; psycopg2.Error propagates after the rollback."""
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT dq_check")
+        try:
+            cur.execute(text)
+            rows = cur.fetchall() if many else cur.fetchone()
+        except psycopg2.Error:
+            cur.execute("ROLLBACK TO SAVEPOINT dq_check")
+            raise
+        cur.execute("RELEASE SAVEPOINT dq_check")
+        return rows
+
+
+def _broken(check: Check, exc: psycopg2.Error) -> ConfigError:
+    message = (exc.diag.message_primary or str(exc)).strip()
+    return ConfigError(
+        f"quality check {check.name} could not run: {message}. Fix it in "
+        f"{'sql/checks' if check.type == 'assert' else 'config/quality_checks.yaml'}"
+    )
+
+
+def _result(check: Check, total: int, failing: int, sample: list[Any], query: str) -> CheckResult:
+    return CheckResult(
+        name=check.name,
+        type=check.type,
+        layer=check.layer,
+        table=f"{check.params.get('table_schema', check.schema)}.{check.table}",
+        column=",".join(check.columns) or None,
+        dimension=check.dimension,
+        severity=check.severity,
+        mostly=check.mostly,
+        total_rows=int(total),
+        failing_rows=int(failing),
+        passed=passes(int(total), int(failing), check.mostly),
+        sample=[_decode(s) for s in (sample or [])],
+        query=query,
+    )
+
+
 def run_checks(
     conn: psycopg2.extensions.connection,
     checks: Iterable[Check],
     *,
     run_id: int | None,
     sample_size: int = 5,
+    scope: Scope = ALL,
 ) -> list[CheckResult]:
-    """Run each check (one query each) and record it in ops.dq_results (not committed)."""
-    results: list[CheckResult] = []
+    """Run the checks over their scope and record them in ops.dq_results (not committed).
+
+    Per table: every declarative check except `unique` in ONE query (a count(*) FILTER per
+    check), then one query for the samples of those that found failing rows; each `unique` check
+    and each assert is one query over the same scope. A table with nothing in scope is skipped:
+    its checks return no result. Results come back in the order of `checks`."""
+    checks = list(checks)
     catalogs: dict[tuple[str, str], dict[str, str]] = {}
 
     def catalog(schema: str, table: str) -> dict[str, str]:
@@ -501,6 +827,12 @@ def run_checks(
             catalogs[schema, table] = catalog_columns(conn, schema, table)
         return catalogs[schema, table]
 
+    def batches_of(schema: str, table: str) -> tuple[str, ...] | None:
+        if BATCH_COLUMN not in catalog(schema, table):
+            return None  # not fed by batches: the whole table
+        return scope.batches_for(f"{schema}.{table}")
+
+    # Validate everything first: a misspelt name is a configuration error before any query.
     for check in checks:
         if check.type == "assert":
             schema = check.params.get("table_schema", check.schema)
@@ -508,47 +840,130 @@ def run_checks(
                 raise ConfigError(
                     f"quality check {check.name}: table {schema}.{check.table} does not exist"
                 )
-            query = compile_assert(check, sample_size)
+            column = check.params.get("scope_column")
+            if column and column not in catalog(schema, check.table):
+                raise ConfigError(
+                    f"quality check {check.name}: {schema}.{check.table} has no column"
+                    f" {column!r} (its '-- scope:' header)"
+                )
         else:
             other = None
             if check.type == "relationships":
                 other = catalog(*_split_table(check.params["to"], check.name))
             _validate(check, catalog(check.schema, check.table), other)
-            query = compile_check(check, catalog(check.schema, check.table), sample_size)
-        text = query.as_string(conn)
-        with conn.cursor() as cur:
+
+    results: dict[int, CheckResult] = {}
+    tables: dict[tuple[str, str], list[int]] = {}
+    for i, check in enumerate(checks):
+        if check.type == "assert":
+            results_i = _run_assert(conn, check, sample_size, scope)
+            if results_i is not None:
+                results[i] = results_i
+        else:
+            tables.setdefault((check.schema, check.table), []).append(i)
+
+    for (schema, table), members in tables.items():
+        batches = batches_of(schema, table)
+        if batches is not None and not batches:
+            continue  # nothing of this table in scope
+        cat = catalog(schema, table)
+        one_pass = [i for i in members if checks[i].type != "unique"]
+        if one_pass:
+            joinable = [
+                j
+                for j, i in enumerate(one_pass)
+                if checks[i].type == "relationships"
+                and (checks[i].params.get("field") or checks[i].columns[0])
+                in unique_columns(conn, *_split_table(checks[i].params["to"], checks[i].name))
+            ]
+            results.update(
+                _run_table_pass(conn, checks, one_pass, cat, sample_size, batches, joinable)
+            )
+        for i in members:
+            if checks[i].type == "unique":
+                text = compile_check(checks[i], cat, sample_size, batches).as_string(conn)
+                try:
+                    total, failing, sample = _fetch(conn, text)
+                except psycopg2.Error as exc:
+                    raise _broken(checks[i], exc) from None
+                results[i] = _result(checks[i], total, failing, sample, text)
+
+    ordered = [results[i] for i in sorted(results)]
+    if ordered:
+        _store(conn, run_id, ordered)
+    return ordered
+
+
+def _run_table_pass(
+    conn: psycopg2.extensions.connection,
+    checks: Sequence[Check],
+    members: Sequence[int],
+    catalog: Mapping[str, str],
+    sample_size: int,
+    batches: Sequence[str] | None,
+    joinable: Sequence[int] = (),
+) -> dict[int, CheckResult]:
+    group = [checks[i] for i in members]
+    text = compile_table_pass(group, catalog, batches, joinable).as_string(conn)
+    try:
+        row = _fetch(conn, text)
+    except psycopg2.Error as exc:
+        # Name the broken check: run them one by one until one fails.
+        for check in group:
             try:
-                cur.execute("SAVEPOINT dq_check")
-                cur.execute(text)
-                total, failing, sample = cur.fetchone()
-                cur.execute("RELEASE SAVEPOINT dq_check")
-            except psycopg2.Error as exc:
-                cur.execute("ROLLBACK TO SAVEPOINT dq_check")
-                message = (exc.diag.message_primary or str(exc)).strip()
-                raise ConfigError(
-                    f"quality check {check.name} could not run: {message}. Fix it in "
-                    f"{'sql/checks' if check.type == 'assert' else 'config/quality_checks.yaml'}"
-                ) from None
-        sample = [_decode(s) for s in (sample or [])]
-        result = CheckResult(
-            name=check.name,
-            type=check.type,
-            layer=check.layer,
-            table=f"{check.params.get('table_schema', check.schema)}.{check.table}",
-            column=",".join(check.columns) or None,
-            dimension=check.dimension,
-            severity=check.severity,
-            mostly=check.mostly,
-            total_rows=int(total),
-            failing_rows=int(failing),
-            passed=passes(int(total), int(failing), check.mostly),
-            sample=sample,
-            query=text,
-        )
-        results.append(result)
-    if results:
-        _store(conn, run_id, results)
-    return results
+                _fetch(conn, compile_check(check, catalog, sample_size, batches).as_string(conn))
+            except psycopg2.Error as single:
+                raise _broken(check, single) from None
+        raise _broken(group[0], exc) from None
+    counts = [(row[3 * j], row[3 * j + 1], row[3 * j + 2]) for j in range(len(group))]
+    samples: dict[int, list[Any]] = {}
+    failed = [
+        j for j, (_t, failing, _n) in enumerate(counts)
+        if failing and group[j].type not in ("row_count_min", "freshness")
+    ]  # fmt: skip
+    if failed and sample_size > 0:
+        sample_text = compile_samples(
+            [group[j] for j in failed], catalog, sample_size, batches
+        ).as_string(conn)
+        for k, key in _fetch(conn, sample_text, many=True):
+            samples.setdefault(failed[k], []).append(key)
+    out = {}
+    for j, check in enumerate(group):
+        total, failing, note = counts[j]
+        sample = samples.get(j, []) if note is None else [note]
+        query = compile_check(check, catalog, sample_size, batches).as_string(conn)
+        out[members[j]] = _result(check, total, failing, sample, query)
+    return out
+
+
+def _run_assert(
+    conn: psycopg2.extensions.connection,
+    check: Check,
+    sample_size: int,
+    scope: Scope,
+) -> CheckResult | None:
+    schema = check.params.get("table_schema", check.schema)
+    column = check.params.get("scope_column")
+    batches = None if scope.is_all or not column else scope.batches_for(f"{schema}.{check.table}")
+    if batches is not None and not batches:
+        return None
+    text = compile_assert(check, sample_size, batches).as_string(conn)
+    try:
+        if batches is None:
+            total, failing, sample = _fetch(conn, text)
+        else:
+            total, failing = _fetch(conn, text)
+            sample = []
+            if failing and sample_size > 0:
+                rows = _fetch(
+                    conn,
+                    compile_assert_sample(check, sample_size, batches).as_string(conn),
+                    many=True,
+                )
+                sample = [r[0] for r in rows]
+    except psycopg2.Error as exc:
+        raise _broken(check, exc) from None
+    return _result(check, total, failing, sample, text)
 
 
 def _decode(value: Any) -> Any:
@@ -722,6 +1137,23 @@ def write_report(settings: Settings, report: Mapping[str, Any]) -> Path:
     return path
 
 
+def _latest_run_with_results(conn: psycopg2.extensions.connection, before: int) -> int | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT max(run_id) FROM ops.dq_results WHERE run_id < %s", (before,))
+        return cur.fetchone()[0]
+
+
+def _same_run_report(settings: Settings, run_id: int | None) -> dict[str, Any]:
+    """The report an earlier layer of the same run wrote (to keep its scope), else {}."""
+    if run_id is None:
+        return {}
+    try:
+        report = json.loads((settings.processed_dir / "data_quality_report.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) and report.get("run_id") == run_id else {}
+
+
 def check_layer(
     conn: psycopg2.extensions.connection,
     settings: Settings,
@@ -730,18 +1162,71 @@ def check_layer(
     *,
     stage: str | None = None,
     apply_gate: bool | None = None,
+    full_refresh: bool = False,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> dict[str, Any]:
-    """Run a layer's checks, store them, rewrite the run's report, then apply the gate.
+    """Run a layer's checks over its scope, store them, rewrite the run's report, then apply
+    the gate.
+
+    Scope (`resolve_scope`): quality.scope `new` checks the rows of the batches this run brings
+    to the layer; `all`, or `full_refresh`, whole tables. A layer with nothing new runs no query:
+    the report says "no new batches: <layer> checks skipped" (`skipped`), and when the run has
+    no result at all it carries the latest real results forward (`carried_from_run`), so the
+    score monitoring reads stays the last one measured.
 
     The results are committed before the gate raises, so a failed run keeps its evidence.
     Returns the report (scores over every layer checked in this run so far).
     """
+    logger = logger or log
+    started = time.perf_counter()
     checks = load_checks(settings, layer)
-    results = run_checks(conn, checks, run_id=run_id, sample_size=settings.quality.sample_size)
+    scope = resolve_scope(conn, settings, layer, run_id, full_refresh=full_refresh)
+    skipped = None
+    if scope.is_empty:
+        results: list[CheckResult] = []
+        skipped = f"no new batches: {layer} checks skipped"
+        logger.info(skipped)
+    else:
+        results = run_checks(
+            conn, checks, run_id=run_id, sample_size=settings.quality.sample_size, scope=scope
+        )
+        batches = scope.all_batches
+        logger.info(
+            "%s checks: %d over %s in %.2fs",
+            layer,
+            len(results),
+            "whole tables (scope all)"
+            if scope.is_all
+            else f"{len(batches)} new batch(es) ({', '.join(batches)})",
+            time.perf_counter() - started,
+        )
     everything = results_of_run(conn, run_id) if run_id is not None else results
+    carried_from = None
+    if not everything and run_id is not None:
+        carried_from = _latest_run_with_results(conn, run_id)
+        if carried_from is not None:
+            everything = results_of_run(conn, carried_from)
     report = build_report(everything, settings.quality.weights, run_id)
+    scopes = dict(_same_run_report(settings, run_id).get("scopes") or {})
+    scopes[layer] = scope.describe() | {
+        "checked_batches": list(scope.all_batches),
+        "checks_run": len(results),
+        "skipped": skipped,
+    }
+    report["scope"] = scope.mode
+    report["scopes"] = scopes
+    report["skipped"] = sorted(name for name, s in scopes.items() if s.get("skipped"))
     report["layer_checked"] = layer
-    report["layer_results"] = score(results, settings.quality.weights)
+    report["layer_results"] = None if skipped else score(results, settings.quality.weights)
+    if carried_from is not None:
+        # Nothing new anywhere in this run: the latest real results stand, labelled as such.
+        report["carried_from_run"] = carried_from
+        report["checks_run"] = 0
+        report["note"] = (
+            f"nothing new in run {run_id}: no check ran; scores and checks are those of"
+            f" run {carried_from}"
+        )
+        report["gate"] = {"passed": True, "failed_error_checks": []}
     write_report(settings, report)
     conn.commit()
     if settings.quality.gate if apply_gate is None else apply_gate:

@@ -156,6 +156,13 @@ class QualitySettings:
     """Offending keys kept per failed check (ops.dq_results.sample, the report, the gate message)."""
     gate: bool = True
     """Stop the run when a check of severity error fails (exit code 5)."""
+    scope: str = "new"
+    """Rows the checks look at: `new` (the batches this run brings to the layer; a layer with
+    nothing new is skipped) or `all` (whole tables, as --full-refresh does)."""
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("new", "all"):
+            raise ConfigError(f"setting quality.scope: {self.scope!r} is not one of new, all")
 
 
 @dataclass(frozen=True)

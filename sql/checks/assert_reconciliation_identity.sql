@@ -2,9 +2,12 @@
 -- table: ops.reconciliation
 -- severity: error
 -- dimension: consistency
+-- scope: batch_id
 -- Promoted table batches whose counts do not add up: staged = accepted + quarantined +
 -- duplicates, staged equal to the rows ingested from the file, quarantined equal to the rows of
 -- that batch in ops.quarantine. Any row here means a row was lost or counted twice.
+-- Scope (quality.scope new): the reconciliation rows of the batches checked in this run, by
+-- batch_id; the production stage also re-verifies every row with this file on each run.
 SELECT r.table_name, r.batch_id, r.staged, r.accepted, r.quarantined, r.duplicates,
        f.row_count AS ingested, q.n AS in_quarantine
 FROM ops.reconciliation AS r

@@ -174,6 +174,66 @@ def test_a_broken_expression_is_a_config_error(qc_conn) -> None:
         quality.run_checks(qc_conn, checks, run_id=None)
 
 
+BATCHED = """
+CREATE TABLE qc.b (_batch_id text, id text, v int);
+CREATE INDEX ON qc.b (_batch_id);
+INSERT INTO qc.b VALUES ('b1', '1', -1), ('b1', NULL, 5), ('b2', '3', 7), ('b2', '4', -2),
+    ('b2', '4', 1);
+"""
+
+
+def test_scope_restricts_every_check_to_the_batches_in_scope(qc_conn, tmp_path: Path) -> None:
+    with qc_conn.cursor() as cur:
+        cur.execute(BATCHED)
+    checks = _checks(
+        {
+            "qc.b": {
+                "key": ["id"],
+                "checks": [{"row_count_min": {"min": 4}}],
+                "columns": {"id": ["not_null", "unique"], "v": [{"range": {"min": 0}}]},
+            }
+        }
+    )
+    path = tmp_path / "assert_b.sql"
+    path.write_text(
+        "-- layer: qc\n-- table: qc.b\n-- scope: _batch_id\n"
+        "SELECT id, v, _batch_id FROM qc.b WHERE v < 0\n"
+    )
+    checks.append(quality.parse_assert(path))
+
+    def counts(scope: quality.Scope) -> dict[str, tuple[int, int, list]]:
+        results = quality.run_checks(qc_conn, checks, run_id=None, scope=scope)
+        return {r.type: (r.total_rows, r.failing_rows, r.sample) for r in results}
+
+    assert counts(quality.ALL) == {
+        "row_count_min": (1, 0, []),
+        "not_null": (5, 1, [None]),
+        "unique": (4, 2, ["4"]),
+        "range": (5, 2, ["1", "4"]),
+        "assert": (5, 2, [{"id": "1", "v": -1, "_batch_id": "b1"},
+                          {"id": "4", "v": -2, "_batch_id": "b2"}]),
+    }  # fmt: skip
+    new = quality.Scope(mode="new", batches={"qc.b": ("b2",)})
+    assert counts(new) == {
+        "row_count_min": (1, 1, ["rows: 3"]),  # the batch is too small
+        "not_null": (3, 0, []),
+        "unique": (3, 2, ["4"]),
+        "range": (3, 1, ["4"]),
+        "assert": (3, 1, [{"id": "4", "v": -2, "_batch_id": "b2"}]),
+    }
+    # fed by batches but none in scope: nothing runs
+    nothing = quality.Scope(mode="new", batches={"qc.t": ("b2",)}, tracked=frozenset({"qc.b"}))
+    assert counts(nothing) == {}
+    # one query for the whole table (plus one for unique, the assert and the failed samples)
+    text = quality.compile_table_pass(
+        [c for c in checks if c.type in ("row_count_min", "not_null", "range")],
+        quality.catalog_columns(qc_conn, "qc", "b"),
+        ("b2",),
+    ).as_string(qc_conn)
+    assert text.count("SELECT") == 2 and text.count("FILTER (WHERE") == 2
+    assert "ANY(ARRAY['b2']" in text
+
+
 def test_shipped_checks_compile_against_the_schema(db_url: str, tmp_path: Path) -> None:
     """Every check of config/quality_checks.yaml and sql/checks runs on the real DDL."""
     settings = load_settings(data_dir=tmp_path, database_url=db_url, environ={})

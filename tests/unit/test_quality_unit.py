@@ -218,3 +218,39 @@ def test_lookups_map_generator_variants_and_reject_conflicts(tmp_path: Path) -> 
     path.write_text(yaml.safe_dump({"A": ["same"], "B": [" SAME "]}))
     with pytest.raises(ConfigError, match="maps to both"):
         production.read_lookup(path)
+
+
+def test_scope_setting_precedence_and_validation(tmp_path: Path) -> None:
+    assert load_settings(data_dir=tmp_path, environ={}).quality.scope == "new"
+    env = {"DWH_QUALITY__SCOPE": "all"}
+    assert load_settings(data_dir=tmp_path, environ=env).quality.scope == "all"
+    flags = {"quality": {"scope": "new"}}
+    assert load_settings(data_dir=tmp_path, environ=env, overrides=flags).quality.scope == "new"
+    with pytest.raises(ConfigError, match=r"quality\.scope"):
+        load_settings(data_dir=tmp_path, environ={"DWH_QUALITY__SCOPE": "some"})
+
+
+def test_scope_restricts_tables_to_their_batches() -> None:
+    scope = quality.Scope(
+        mode="new",
+        batches={"staging.customers": ("b2",), "staging.products": ("b1", "b2")},
+        tracked=frozenset({"staging.customers", "staging.products", "staging.transactions"}),
+    )
+    assert scope.all_batches == ("b1", "b2") and not scope.is_empty
+    assert scope.batches_for("staging.customers") == ("b2",)
+    assert scope.batches_for("staging.transactions") == ()  # fed by batches, none new: skipped
+    assert scope.batches_for("staging.some_view") == ("b1", "b2")  # not fed: every batch
+    assert quality.Scope(mode="new").is_empty
+    assert quality.ALL.batches_for("staging.customers") is None and not quality.ALL.is_empty
+
+
+def test_assert_scope_header(tmp_path: Path) -> None:
+    path = tmp_path / "assert_s.sql"
+    path.write_text("-- table: production.t\n-- scope: _batch_id\nSELECT k, _batch_id FROM x\n")
+    assert quality.parse_assert(path).params["scope_column"] == "_batch_id"
+    path.write_text("-- table: production.t\n-- scope: a b\nSELECT 1\n")
+    with pytest.raises(ConfigError, match="scope must name one column"):
+        quality.parse_assert(path)
+    shipped = quality.load_checks(load_settings(data_dir=tmp_path, environ={}), "production")
+    asserts = [c for c in shipped if c.type == "assert"]
+    assert asserts and all(c.params.get("scope_column") for c in asserts)

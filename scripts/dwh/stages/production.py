@@ -417,7 +417,15 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
 
     rows_in = sum(p["staged"] for p in promoted)
     rows_out = sum(p["accepted"] for p in promoted) + sum(resolved.values())
-    report = quality.check_layer(conn, settings, ctx.run_id, "production", stage=STAGE)
+    report = quality.check_layer(
+        conn,
+        settings,
+        ctx.run_id,
+        "production",
+        stage=STAGE,
+        full_refresh=ctx.options.full_refresh,
+        logger=ctx.log,
+    )
     return StageResult(
         rows_in=rows_in,
         rows_out=rows_out,

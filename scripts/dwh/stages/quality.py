@@ -5,6 +5,10 @@ Staging holds raw text, and bad rows are quarantined by the production stage, so
 are mostly warnings that measure the input; a failed check of severity error still stops the run
 (QualityGateFailed, exit code 5). The production stage runs the production checks after
 promoting, through the same library (dwh.quality), before the warehouse.
+
+With quality.scope `new` (the default) the checks look only at the batches ingested and not yet
+promoted; when there are none, no check runs ("no new batches: staging checks skipped").
+--full-refresh or quality.scope `all` checks the whole staging tables.
 """
 
 from __future__ import annotations
@@ -20,8 +24,30 @@ LAYER = "staging"
 
 
 def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
-    report = quality.check_layer(conn, settings, ctx.run_id, LAYER, stage=STAGE)
+    report = quality.check_layer(
+        conn,
+        settings,
+        ctx.run_id,
+        LAYER,
+        stage=STAGE,
+        full_refresh=ctx.options.full_refresh,
+        logger=ctx.log,
+    )
+    scope = report["scopes"][LAYER]
     layer = report["layer_results"]
+    if layer is None:  # nothing new: skipped (check_layer logged it)
+        return StageResult(
+            rows_in=0,
+            rows_out=0,
+            details={
+                "layer": LAYER,
+                "scope": scope["mode"],
+                "batches": [],
+                "checks": 0,
+                "failed": [],
+                "skipped": scope["skipped"],
+            },
+        )
     failed = [c["name"] for c in report["checks"] if c["layer"] == LAYER and not c["passed"]]
     if failed:
         ctx.log.warning("%d staging check(s) failed (warnings): %s", len(failed), ", ".join(failed))
@@ -31,7 +57,9 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         rows_out=0,
         details={
             "layer": LAYER,
-            "checks": sum(1 for c in report["checks"] if c["layer"] == LAYER),
+            "scope": scope["mode"],
+            "batches": scope["checked_batches"],
+            "checks": scope["checks_run"],
             "failed": failed,
             "score": layer["overall_score"],
             "grade": layer["grade"],
