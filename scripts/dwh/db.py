@@ -100,13 +100,14 @@ def bulk_load(
     enabled: bool = True,
 ):
     """Load an empty table fast, in the caller's transaction: drop its foreign keys and its
-    non-unique indexes, run the load, then recreate them from their own catalog definitions
-    (each foreign key is validated by one set-based query instead of a trigger per row, each
-    index is built once by a sort) and ANALYZE the table, so the next statements plan with real
-    statistics. Unique indexes and the primary key stay (ON CONFLICT needs them). The DDL is
-    transactional: a failure or a kill rolls everything back with the rows. Takes an exclusive
-    lock on `table` until the transaction ends, so use it only when the table is empty (a first
-    load or a full refresh), where nobody can miss rows that are not there yet."""
+    non-unique indexes and truncate it (a new file, which a server at wal_level minimal fills
+    without WAL), run the load, then recreate them from their own catalog definitions (each
+    foreign key is validated by one set-based query instead of a trigger per row, each index is
+    built once by a sort) and ANALYZE the table, so the next statements plan with real
+    statistics. Unique indexes and the primary key stay and are checked as rows arrive. The DDL
+    is transactional: a failure or a kill rolls everything back with the rows. Takes an
+    exclusive lock on `table` until the transaction ends, so use it only when the table is
+    empty (a first load or a full refresh), where nobody can miss rows that are not there yet."""
     if not enabled:
         yield
         return
@@ -129,6 +130,11 @@ def bulk_load(
             cur.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
         for name, _ in indexes:
             cur.execute(f"DROP INDEX {name}")
+        # Empty it for real: a new, empty file in this transaction, which a server at
+        # wal_level minimal (the embedded one) fills without WAL and syncs at commit. The
+        # tables referencing it are empty too (their foreign keys say so): CASCADE only
+        # satisfies TRUNCATE's rule for referenced tables.
+        cur.execute(f"TRUNCATE {table} CASCADE")
     yield
     with conn.cursor() as cur:
         for _, definition in indexes:
