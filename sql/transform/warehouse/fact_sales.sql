@@ -38,64 +38,60 @@ WITH added AS (
 )
 INSERT INTO _wh_inferred SELECT 'product' FROM added;
 
--- ── resolve the keys and derive the measures ────────────────────────────────────────────────
-DROP TABLE IF EXISTS _wh_resolved;
-CREATE TEMP TABLE _wh_resolved ON COMMIT DROP AS
-SELECT
-    i.item_id,
-    coalesce(dd.date_key, -1)             AS date_key,
-    coalesce(dc.customer_key, -1)         AS customer_key,
-    coalesce(dp.product_key, -1)          AS product_key,
-    coalesce(pm.payment_method_key, -1)   AS payment_method_key,
-    i.transaction_id,
-    i.quantity,
-    i.unit_price,
-    i.discount_percentage,
-    i.quantity * i.unit_price - i.line_total         AS discount_amount,
-    i.quantity * i.unit_price                        AS gross_amount,
-    i.line_total,
-    coalesce(dp.cost, 0) * i.quantity                AS cost_amount,
-    i.line_total - coalesce(dp.cost, 0) * i.quantity AS profit,
-    i._batch_id,
-    i.customer_id,
-    i.product_id
-FROM _wh_items i
-LEFT JOIN warehouse.dim_date dd
-       ON dd.full_date = i.transaction_date
-LEFT JOIN warehouse.dim_customers dc
-       ON dc.customer_id = i.customer_id
-      AND i.transaction_date >= dc.effective_from AND i.transaction_date < dc.effective_to
-LEFT JOIN warehouse.dim_products dp
-       ON dp.product_id = i.product_id
-      AND i.transaction_date >= dp.effective_from AND i.transaction_date < dp.effective_to
-LEFT JOIN warehouse.dim_payment_method pm
-       ON pm.payment_method_name = i.payment_method;
-
 -- ── watermarks: the production rows looked at ───────────────────────────────────────────────
 INSERT INTO ops.warehouse_watermarks (source_table, updated_at)
-SELECT source_table, max(updated_at)
-FROM (
-    SELECT 'production.transaction_items' AS source_table, item_updated_at AS updated_at
-    FROM _wh_items
-    UNION ALL
-    SELECT 'production.transactions', transaction_updated_at FROM _wh_items
-) w
-GROUP BY source_table
+SELECT w.source_table, w.updated_at
+FROM (SELECT max(item_updated_at) AS items, max(transaction_updated_at) AS transactions
+      FROM _wh_items) AS m
+CROSS JOIN LATERAL (VALUES ('production.transaction_items', m.items),
+                           ('production.transactions', m.transactions)) AS w (source_table, updated_at)
+WHERE w.updated_at IS NOT NULL
 ON CONFLICT (source_table) DO UPDATE
 SET updated_at = greatest(ops.warehouse_watermarks.updated_at, EXCLUDED.updated_at);
 
--- ── what changes: new lines, and existing lines whose values differ ─────────────────────────
--- (the previous keys of a changed line are kept: its old date, customer and product need a
--- refresh of the aggregates too)
+-- ── resolve the keys and derive the measures; keep what changes: new lines, and existing
+-- lines whose values differ (with their previous keys: the old date, customer and product
+-- need a refresh of the aggregates too) ──────────────────────────────────────────────────────
 DROP TABLE IF EXISTS _wh_changes;
 CREATE TEMP TABLE _wh_changes ON COMMIT DROP AS
+WITH resolved AS (
+    SELECT
+        i.item_id,
+        coalesce(dd.date_key, -1)             AS date_key,
+        coalesce(dc.customer_key, -1)         AS customer_key,
+        coalesce(dp.product_key, -1)          AS product_key,
+        coalesce(pm.payment_method_key, -1)   AS payment_method_key,
+        i.transaction_id,
+        i.quantity,
+        i.unit_price,
+        i.discount_percentage,
+        i.quantity * i.unit_price - i.line_total         AS discount_amount,
+        i.quantity * i.unit_price                        AS gross_amount,
+        i.line_total,
+        coalesce(dp.cost, 0) * i.quantity                AS cost_amount,
+        i.line_total - coalesce(dp.cost, 0) * i.quantity AS profit,
+        i._batch_id,
+        i.customer_id,
+        i.product_id
+    FROM _wh_items i
+    LEFT JOIN warehouse.dim_date dd
+           ON dd.full_date = i.transaction_date
+    LEFT JOIN warehouse.dim_customers dc
+           ON dc.customer_id = i.customer_id
+          AND i.transaction_date >= dc.effective_from AND i.transaction_date < dc.effective_to
+    LEFT JOIN warehouse.dim_products dp
+           ON dp.product_id = i.product_id
+          AND i.transaction_date >= dp.effective_from AND i.transaction_date < dp.effective_to
+    LEFT JOIN warehouse.dim_payment_method pm
+           ON pm.payment_method_name = i.payment_method
+)
 SELECT
     r.*,
     f.item_id IS NULL AS is_new,
     f.date_key AS previous_date_key,
     pc.customer_id AS previous_customer_id,
     pp.product_id AS previous_product_id
-FROM _wh_resolved r
+FROM resolved r
 LEFT JOIN warehouse.fact_sales f ON f.item_id = r.item_id
 LEFT JOIN warehouse.dim_customers pc ON pc.customer_key = f.customer_key
 LEFT JOIN warehouse.dim_products pp ON pp.product_key = f.product_key

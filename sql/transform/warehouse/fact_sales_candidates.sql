@@ -14,36 +14,24 @@ items_after AS (
 transactions_after AS (
     SELECT coalesce(max(updated_at), '-infinity') AS ts FROM ops.warehouse_watermarks
     WHERE source_table = 'production.transactions'
-),
-changed_items AS (
-    SELECT i.item_id
-    FROM production.transaction_items i
-    WHERE %(full_refresh)s OR i.updated_at > (SELECT ts FROM items_after)
-    -- disjoint from the branch above (and an item has one transaction), so no de-duplication
-    UNION ALL
-    SELECT i.item_id
-    FROM production.transactions t
-    JOIN production.transaction_items i ON i.transaction_id = t.transaction_id
-    WHERE NOT %(full_refresh)s AND t.updated_at > (SELECT ts FROM transactions_after)
-      AND i.updated_at <= (SELECT ts FROM items_after)
 )
 SELECT
-    i.item_id,
-    i.transaction_id,
-    i.product_id,
-    i.quantity,
-    i.unit_price,
-    i.discount_percentage,
-    i.line_total,
-    i._batch_id,
-    t.customer_id,
-    t.transaction_date,
-    t.payment_method,
-    i.updated_at  AS item_updated_at,
-    t.updated_at  AS transaction_updated_at
-FROM changed_items c
-JOIN production.transaction_items i ON i.item_id = c.item_id
-JOIN production.transactions t ON t.transaction_id = i.transaction_id;
+    i.item_id, i.transaction_id, i.product_id, i.quantity, i.unit_price, i.discount_percentage,
+    i.line_total, i._batch_id, t.customer_id, t.transaction_date, t.payment_method,
+    i.updated_at AS item_updated_at, t.updated_at AS transaction_updated_at
+FROM production.transaction_items i
+JOIN production.transactions t ON t.transaction_id = i.transaction_id
+WHERE %(full_refresh)s OR i.updated_at > (SELECT ts FROM items_after)
+-- disjoint from the branch above (and a line has one order), so no de-duplication
+UNION ALL
+SELECT
+    i.item_id, i.transaction_id, i.product_id, i.quantity, i.unit_price, i.discount_percentage,
+    i.line_total, i._batch_id, t.customer_id, t.transaction_date, t.payment_method,
+    i.updated_at, t.updated_at
+FROM production.transactions t
+JOIN production.transaction_items i ON i.transaction_id = t.transaction_id
+WHERE NOT %(full_refresh)s AND t.updated_at > (SELECT ts FROM transactions_after)
+  AND i.updated_at <= (SELECT ts FROM items_after);
 
 ANALYZE _wh_items;
 
