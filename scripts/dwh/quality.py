@@ -1209,7 +1209,7 @@ def check_layer(
     report = build_report(everything, settings.quality.weights, run_id)
     scopes = dict(_same_run_report(settings, run_id).get("scopes") or {})
     scopes[layer] = scope.describe() | {
-        "checked_batches": list(scope.all_batches),
+        "checked_batches": "all" if scope.is_all else list(scope.all_batches),
         "checks_run": len(results),
         "skipped": skipped,
     }
