@@ -401,7 +401,8 @@ def test_late_arriving_parent_is_promoted_and_resolved(db_url: str, make_setting
         _query(db_url, "SELECT count(*) FROM ops.quarantine WHERE resolved_at IS NULL")[0][0] == 0
     )
     assert _query(
-        db_url, "SELECT transaction_id, computed_total FROM production.transaction_totals ORDER BY 1"
+        db_url,
+        "SELECT transaction_id, computed_total FROM production.transaction_totals ORDER BY 1",
     ) == [("T1", 80), ("T2", 40)]
     assert _query(db_url, "SELECT count(*) FROM production.transaction_items")[0][0] == 2
     # the original batch's reconciliation records the late promotion; its identity still holds
@@ -483,8 +484,15 @@ def test_quality_gate_stops_the_run_with_exit_code_5(db_url: str, make_settings)
     with conn, conn.cursor() as cur:
         cur.execute("UPDATE production.products SET category = 'Gadgets' WHERE product_id = 'P1'")
     conn.close()
+    # a plain rerun checks only new batches (none); scope all re-reads every production row
+    whole = load_settings(
+        data_dir=settings.data_dir,
+        database_url=db_url,
+        environ={},
+        overrides={"quality": {"scope": "all"}},
+    )
     with pytest.raises(QualityGateFailed) as failure:
-        run_pipeline(settings, stages=STAGES)
+        run_pipeline(whole, stages=STAGES)
     message = str(failure.value)
     assert failure.value.exit_code == 5
     assert "accepted_values:production.products:category" in message and "P1" in message
