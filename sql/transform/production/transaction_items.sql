@@ -20,8 +20,9 @@ source AS (
 ),
 
 -- logic: trim and type -------------------------------------------------------------------------
--- (OFFSET 0 keeps each subquery apart, so every btrim and parse runs once per value, not once
--- per reference after the planner inlines the expressions.)
+-- (OFFSET 0 keeps typed and checked apart, so each parse and each reason runs once per row,
+-- not once per reference after the planner inlines the expressions; below typed the planner
+-- may still scan, trim and join in parallel workers.)
 trimmed AS (
     SELECT
         s.staging_row, s._batch_id, s._source_line,
@@ -35,7 +36,6 @@ trimmed AS (
         s.discount_percentage AS discount_raw, btrim(s.discount_percentage) AS discount_t,
         s.line_total AS line_total_raw, btrim(s.line_total) AS line_total_t
     FROM source AS s
-    OFFSET 0
 ),
 
 texts AS (
@@ -53,7 +53,6 @@ texts AS (
             OR t.unit_price_raw <> t.unit_price_t OR t.discount_raw <> t.discount_t
             OR t.line_total_raw <> t.line_total_t) IS TRUE AS had_whitespace
     FROM trimmed AS t
-    OFFSET 0
 ),
 
 typed AS (

@@ -26,8 +26,9 @@ payment_methods AS (
 ),
 
 -- logic: trim and type -------------------------------------------------------------------------
--- (OFFSET 0 keeps each subquery apart, so every btrim and parse runs once per value, not once
--- per reference after the planner inlines the expressions.)
+-- (OFFSET 0 keeps typed and checked apart, so each parse and each reason runs once per row,
+-- not once per reference after the planner inlines the expressions; below typed the planner
+-- may still scan, trim and join in parallel workers.)
 trimmed AS (
     SELECT
         s.staging_row, s._batch_id, s._source_line,
@@ -44,7 +45,6 @@ trimmed AS (
         coalesce(b.business_date, s._loaded_at::date) AS business_date
     FROM source AS s
     LEFT JOIN batches AS b ON b.batch_id = s._batch_id
-    OFFSET 0
 ),
 
 texts AS (
@@ -62,7 +62,6 @@ texts AS (
             OR t.shipping_address_raw <> t.shipping_address_t
             OR t.total_raw <> t.total_t) IS TRUE AS had_whitespace
     FROM trimmed AS t
-    OFFSET 0
 ),
 
 typed AS (
