@@ -307,6 +307,12 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
             results.append(outcome)
     loaded = [r for r in results if r["status"] == "loaded"]
     rows = sum(r["rows"] for r in loaded)
+    # Fresh statistics before the checks and the promotion plan their joins on these rows
+    # (autovacuum would get to it later; a plan for 1,000 rows on a million is a nested loop).
+    with conn.cursor() as cur:
+        for table in sorted({r["table"] for r in loaded if r["rows"]}):
+            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("staging", table)))
+    conn.commit()
     return StageResult(
         rows_in=rows,
         rows_out=rows,
