@@ -138,8 +138,10 @@ CREATE TABLE IF NOT EXISTS production.transactions (
     created_at         timestamptz   NOT NULL DEFAULT now(),
     updated_at         timestamptz   NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS transactions_customer_idx ON production.transactions (customer_id);
-CREATE INDEX IF NOT EXISTS transactions_date_idx ON production.transactions (transaction_date);
+-- No index on customer_id or transaction_date: nothing reads production by them (the warehouse
+-- does), and parents are never deleted; each index cost every load a sort or a per-row insert.
+DROP INDEX IF EXISTS production.transactions_customer_idx;
+DROP INDEX IF EXISTS production.transactions_date_idx;
 CREATE INDEX IF NOT EXISTS transactions_batch_idx ON production.transactions (_batch_id);
 
 CREATE TABLE IF NOT EXISTS production.transaction_items (
@@ -157,7 +159,7 @@ CREATE TABLE IF NOT EXISTS production.transaction_items (
     updated_at          timestamptz   NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS transaction_items_transaction_idx ON production.transaction_items (transaction_id);
-CREATE INDEX IF NOT EXISTS transaction_items_product_idx ON production.transaction_items (product_id);
+DROP INDEX IF EXISTS production.transaction_items_product_idx;  -- unread (see transactions)
 CREATE INDEX IF NOT EXISTS transaction_items_batch_idx ON production.transaction_items (_batch_id);
 -- what the warehouse stage selects: rows written since its last load (fact_sales_candidates.sql)
 CREATE INDEX IF NOT EXISTS transactions_updated_idx ON production.transactions (updated_at);
