@@ -2,12 +2,15 @@
 -- read instead of fact_sales. Filled by sql/transform/warehouse/agg_sales_slices.sql and
 -- agg_customer_slices.sql (stage aggregates). Idempotent. Design notes: docs/warehouse.md.
 
+-- Text keys are COLLATE "C" (byte order): equality is the same as under any deterministic
+-- collation, and building their indexes from millions of rows compares bytes, not locale rules.
+
 -- ─── agg_sales_slices: per day x category x state x segment x payment method ───────────────
 CREATE TABLE IF NOT EXISTS warehouse.agg_sales_slices (
     date_key            integer       NOT NULL,
-    category            text,
-    state               text,
-    customer_segment    text,
+    category            text COLLATE "C",
+    state               text COLLATE "C",
+    customer_segment    text COLLATE "C",
     payment_method_key  bigint        NOT NULL,
     lines               integer       NOT NULL,
     quantity            bigint        NOT NULL,
@@ -16,9 +19,9 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_sales_slices (
     orders              integer       NOT NULL,
     orders_first        integer       NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS agg_sales_slices_uq
-    ON warehouse.agg_sales_slices (date_key, category, state, customer_segment, payment_method_key)
-    NULLS NOT DISTINCT;
+-- one row per key (GROUP BY); not a unique index, so a full rebuild builds it once by a sort
+CREATE INDEX IF NOT EXISTS agg_sales_slices_key_idx
+    ON warehouse.agg_sales_slices (date_key, category, state, customer_segment, payment_method_key);
 CREATE INDEX IF NOT EXISTS agg_sales_slices_state_idx
     ON warehouse.agg_sales_slices (state, date_key);
 CREATE INDEX IF NOT EXISTS agg_sales_slices_category_idx
@@ -39,16 +42,16 @@ COMMENT ON COLUMN warehouse.agg_sales_slices.orders_first IS 'Orders counted onl
 
 -- ─── agg_customer_slices: per customer x category x state ─────────────────────────────────
 CREATE TABLE IF NOT EXISTS warehouse.agg_customer_slices (
-    customer_id          text          NOT NULL,
-    category             text,
-    state                text,
-    customer_segment     text,
+    customer_id          text COLLATE "C" NOT NULL,
+    category             text COLLATE "C",
+    state                text COLLATE "C",
+    customer_segment     text COLLATE "C",
     first_purchase_date  date          NOT NULL,
     last_purchase_date   date          NOT NULL,
     revenue              numeric(14,2) NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS agg_customer_slices_uq
-    ON warehouse.agg_customer_slices (customer_id, category, state) NULLS NOT DISTINCT;
+CREATE INDEX IF NOT EXISTS agg_customer_slices_key_idx
+    ON warehouse.agg_customer_slices (customer_id, category, state);
 CREATE INDEX IF NOT EXISTS agg_customer_slices_last_idx
     ON warehouse.agg_customer_slices (last_purchase_date);
 
@@ -69,3 +72,10 @@ CREATE INDEX IF NOT EXISTS agg_customer_metrics_last_idx
 -- either end of this index, and the rank of a product as a count of the index entries before it
 CREATE INDEX IF NOT EXISTS agg_product_performance_profit_idx
     ON warehouse.agg_product_performance (profit DESC, product_id);
+
+-- the top 10 products by revenue and the top 100 customers by lifetime value
+-- (sql/queries/top_products_by_revenue.sql, customer_lifetime_value.sql): read in index order
+CREATE INDEX IF NOT EXISTS agg_product_performance_rank_idx
+    ON warehouse.agg_product_performance (revenue_rank, product_id);
+CREATE INDEX IF NOT EXISTS agg_customer_metrics_spent_idx
+    ON warehouse.agg_customer_metrics (total_spent DESC, customer_id);

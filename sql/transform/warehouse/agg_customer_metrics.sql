@@ -8,27 +8,65 @@
 DELETE FROM warehouse.agg_customer_metrics
 WHERE %(full)s OR customer_id IN (SELECT customer_id FROM _agg_customers);
 
+-- recency is computed here too (the same rules as the UPDATE below), so inserted rows are
+-- final: a full rebuild writes each row once instead of inserting then updating all of them
 INSERT INTO warehouse.agg_customer_metrics (
     customer_id, transactions, total_spent, avg_order_value, first_purchase_date,
-    last_purchase_date, frequency_score, monetary_score, customer_segment
+    last_purchase_date, as_of_date, days_since_last_purchase, recency_score, frequency_score,
+    monetary_score, rfm_segment, customer_segment
 )
+SELECT
+    t.customer_id, t.transactions, t.total_spent, t.avg_order_value, t.first_purchase_date,
+    t.last_purchase_date, t.as_of_date, t.as_of_date - t.last_purchase_date, t.recency_score,
+    t.frequency_score, t.monetary_score,
+    CASE
+        WHEN t.recency_score >= 4 AND t.frequency_score >= 4 AND t.monetary_score >= 4
+            THEN 'Champions'
+        WHEN t.recency_score >= 3 AND t.frequency_score >= 3 THEN 'Loyal'
+        WHEN t.recency_score >= 4 THEN 'Promising'
+        WHEN t.recency_score <= 2 AND t.frequency_score >= 3 THEN 'At Risk'
+        WHEN t.recency_score <= 2 THEN 'Hibernating'
+        ELSE 'Need Attention'
+    END,
+    t.customer_segment
+FROM (
 SELECT
     s.customer_id,
     s.transactions,
     s.total_spent,
-    round(s.total_spent / s.transactions, 2),
+    round(s.total_spent / s.transactions, 2) AS avg_order_value,
     s.first_purchase_date,
     s.last_purchase_date,
+    a.as_of_date,
+    CASE
+        WHEN a.as_of_date - s.last_purchase_date <= %(r1)s THEN 5
+        WHEN a.as_of_date - s.last_purchase_date <= %(r2)s THEN 4
+        WHEN a.as_of_date - s.last_purchase_date <= %(r3)s THEN 3
+        WHEN a.as_of_date - s.last_purchase_date <= %(r4)s THEN 2
+        ELSE 1
+    END AS recency_score,
     1 + (s.transactions >= %(f1)s)::int + (s.transactions >= %(f2)s)::int
-      + (s.transactions >= %(f3)s)::int + (s.transactions >= %(f4)s)::int,
+      + (s.transactions >= %(f3)s)::int + (s.transactions >= %(f4)s)::int AS frequency_score,
     1 + (s.total_spent >= %(m1)s)::int + (s.total_spent >= %(m2)s)::int
-      + (s.total_spent >= %(m3)s)::int + (s.total_spent >= %(m4)s)::int,
+      + (s.total_spent >= %(m3)s)::int + (s.total_spent >= %(m4)s)::int AS monetary_score,
     CASE
         WHEN s.total_spent >= %(vip_min_spent)s THEN 'VIP'
         WHEN s.transactions >= %(regular_min_transactions)s THEN 'Regular'
         ELSE 'New'
-    END
+    END AS customer_segment
 FROM (
+    -- full: from the per-order rows of every date (_agg_order_cat, agg_daily_sales.sql)
+    SELECT
+        o.customer_id,
+        (count(*) FILTER (WHERE o.is_first))::bigint     AS transactions,
+        sum(o.revenue)                                  AS total_spent,
+        to_date(min(o.date_key)::text, 'YYYYMMDD')      AS first_purchase_date,
+        to_date(max(o.date_key)::text, 'YYYYMMDD')      AS last_purchase_date
+    FROM _agg_order_cat o
+    WHERE %(full)s
+    GROUP BY o.customer_id
+    UNION ALL
+    -- touched customers: their lines, through the fact's customer index
     SELECT
         c.customer_id,
         count(DISTINCT f.transaction_id)  AS transactions,
@@ -38,9 +76,15 @@ FROM (
     FROM warehouse.fact_sales f
     JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
     JOIN warehouse.dim_date d ON d.date_key = f.date_key
-    WHERE %(full)s OR c.customer_id IN (SELECT customer_id FROM _agg_customers)
+    WHERE NOT %(full)s AND c.customer_id IN (SELECT customer_id FROM _agg_customers)
     GROUP BY c.customer_id
-) s;
+) s
+CROSS JOIN (
+    SELECT d.full_date AS as_of_date
+    FROM warehouse.dim_date d
+    WHERE d.date_key = (SELECT max(date_key) FROM warehouse.fact_sales)
+) a
+) t;
 
 WITH as_of AS (
     SELECT d.full_date AS as_of_date

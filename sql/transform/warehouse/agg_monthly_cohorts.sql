@@ -35,7 +35,8 @@ WHERE %(full)s
    OR (a.cohort_month, a.activity_month) IN
       (SELECT cohort_month, activity_month FROM _agg_cohort_cells);
 
--- cells: only the facts of the touched months
+-- cells: only the facts of the touched months (full: every per-order row of _agg_order_cat,
+-- agg_daily_sales.sql); active customers counted as distinct (cell, customer) pairs first
 INSERT INTO warehouse.agg_monthly_cohorts (
     cohort_month, months_since, activity_month, cohort_size, active_customers, retention_rate,
     revenue
@@ -46,28 +47,41 @@ SELECT
       + extract(month FROM x.activity_month) - extract(month FROM x.cohort_month))::integer,
     x.activity_month,
     0,
-    count(DISTINCT x.customer_id),
+    count(*),
     0,
     sum(x.line_total)
 FROM (
-    SELECT
-        date_trunc('month', m.first_purchase_date)::date  AS cohort_month,
-        date_trunc('month', d.full_date)::date            AS activity_month,
-        c.customer_id,
-        f.line_total
-    FROM warehouse.fact_sales f
-    JOIN warehouse.dim_date d ON d.date_key = f.date_key
-    JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
-    JOIN warehouse.agg_customer_metrics m ON m.customer_id = c.customer_id
+    SELECT y.cohort_month, y.activity_month, y.customer_id, sum(y.line_total) AS line_total
+    FROM (
+        SELECT
+            date_trunc('month', m.first_purchase_date)::date                  AS cohort_month,
+            date_trunc('month', to_date(o.date_key::text, 'YYYYMMDD'))::date  AS activity_month,
+            o.customer_id,
+            o.revenue                                                         AS line_total
+        FROM _agg_order_cat o
+        JOIN warehouse.agg_customer_metrics m ON m.customer_id = o.customer_id
+        WHERE %(full)s
+        UNION ALL
+        SELECT
+            date_trunc('month', m.first_purchase_date)::date  AS cohort_month,
+            date_trunc('month', d.full_date)::date            AS activity_month,
+            c.customer_id,
+            f.line_total
+        FROM warehouse.fact_sales f
+        JOIN warehouse.dim_date d ON d.date_key = f.date_key
+        JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
+        JOIN warehouse.agg_customer_metrics m ON m.customer_id = c.customer_id
+        WHERE NOT %(full)s
+          AND f.date_key IN (
+                SELECT dd.date_key FROM warehouse.dim_date dd
+                WHERE date_trunc('month', dd.full_date)::date IN
+                      (SELECT activity_month FROM _agg_cohort_cells))
+    ) y
     WHERE %(full)s
-       OR f.date_key IN (
-            SELECT dd.date_key FROM warehouse.dim_date dd
-            WHERE date_trunc('month', dd.full_date)::date IN
-                  (SELECT activity_month FROM _agg_cohort_cells))
+       OR (y.cohort_month, y.activity_month) IN
+          (SELECT cohort_month, activity_month FROM _agg_cohort_cells)
+    GROUP BY y.cohort_month, y.activity_month, y.customer_id
 ) x
-WHERE %(full)s
-   OR (x.cohort_month, x.activity_month) IN
-      (SELECT cohort_month, activity_month FROM _agg_cohort_cells)
 GROUP BY x.cohort_month, x.activity_month;
 
 -- whole cohorts: only the facts of their customers

@@ -1,4 +1,5 @@
--- agg_payment_method_daily: delete the touched dates, insert them again from fact_sales.
+-- agg_payment_method_daily: delete the touched dates, insert them again from the per-order rows
+-- agg_daily_sales.sql built from fact_sales (_agg_order_cat: one is_first row per order).
 -- Parameter: full (every date). Returns the rows inserted.
 
 DELETE FROM warehouse.agg_payment_method_daily
@@ -8,12 +9,11 @@ INSERT INTO warehouse.agg_payment_method_daily (
     date_key, payment_method_key, transactions, items, revenue, profit
 )
 SELECT
-    f.date_key,
-    f.payment_method_key,
-    count(DISTINCT f.transaction_id),
-    count(*),
-    sum(f.line_total),
-    sum(f.profit)
-FROM warehouse.fact_sales f
-WHERE %(full)s OR f.date_key IN (SELECT date_key FROM _agg_dates)
-GROUP BY f.date_key, f.payment_method_key;
+    date_key,
+    payment_method_key,
+    count(*) FILTER (WHERE is_first),
+    sum(lines),
+    sum(revenue),
+    sum(profit)
+FROM _agg_order_cat
+GROUP BY date_key, payment_method_key;

@@ -5,40 +5,24 @@
 -- changed also has lines on other dates: those lines did not change (a changed line queues its
 -- dates), so their sums move from the old segment's slices to the new one's (a delta, read
 -- through the fact's customer index) instead of recomputing every date of that customer.
--- Parameter: full (every date). Leaves _agg_slice_src (per order x category of the dates it
--- read) for agg_customer_slices.
+-- Parameter: full (every date).
 
-DROP TABLE IF EXISTS _agg_slice_src, _agg_seg_moves, _agg_slice_delta, _agg_slice_merged;
-
--- one row per order x category: the one pass over the fact that the slices are summed from
-CREATE TEMP TABLE _agg_slice_src ON COMMIT DROP AS
-SELECT f.date_key, f.transaction_id, p.category, c.state, c.customer_id, f.payment_method_key,
-       count(*)::integer AS lines, sum(f.quantity) AS quantity, sum(f.line_total) AS revenue,
-       sum(f.profit) AS profit
-FROM warehouse.fact_sales f
-JOIN warehouse.dim_products p ON p.product_key = f.product_key
-JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
-WHERE %(full)s OR f.date_key IN (SELECT date_key FROM _agg_dates)
-GROUP BY f.date_key, f.transaction_id, p.category, c.state, c.customer_id, f.payment_method_key;
-ANALYZE _agg_slice_src;
+DROP TABLE IF EXISTS _agg_seg_moves, _agg_slice_delta, _agg_slice_merged;
 
 DELETE FROM warehouse.agg_sales_slices
 WHERE %(full)s OR date_key IN (SELECT date_key FROM _agg_dates);
 
--- orders_first: an order counts in the slice of its first category (min; NULL only when all
--- its lines have none), so the slices of all categories add up to the distinct orders
+-- from the per-order rows agg_daily_sales.sql built (_agg_order_cat: one row per order x
+-- category): orders = the orders with a line of the slice's category; orders_first = those whose
+-- first category it is, so the slices of all categories add up to the distinct orders
 INSERT INTO warehouse.agg_sales_slices (
     date_key, category, state, customer_segment, payment_method_key, lines, quantity, revenue,
     profit, orders, orders_first
 )
 SELECT s.date_key, s.category, s.state, m.customer_segment, s.payment_method_key,
        sum(s.lines), sum(s.quantity), sum(s.revenue), sum(s.profit),
-       count(DISTINCT s.transaction_id),
-       count(DISTINCT s.transaction_id)
-           FILTER (WHERE s.category IS NOT DISTINCT FROM o.first_category)
-FROM _agg_slice_src s
-JOIN (SELECT transaction_id, min(category) AS first_category
-      FROM _agg_slice_src GROUP BY transaction_id) o ON o.transaction_id = s.transaction_id
+       count(*), count(*) FILTER (WHERE s.is_first)
+FROM _agg_order_cat s
 LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = s.customer_id
 GROUP BY s.date_key, s.category, s.state, m.customer_segment, s.payment_method_key;
 
@@ -53,8 +37,8 @@ WHERE NOT %(full)s
 
 CREATE TEMP TABLE _agg_slice_delta ON COMMIT DROP AS
 WITH moved_lines AS (
-    SELECT f.date_key, f.transaction_id, p.category, c.state, f.payment_method_key,
-           mv.old_segment, mv.new_segment,
+    SELECT f.date_key, f.transaction_id, p.category COLLATE "C" AS category,
+           c.state COLLATE "C" AS state, f.payment_method_key, mv.old_segment, mv.new_segment,
            count(*)::integer AS lines, sum(f.quantity) AS quantity,
            sum(f.line_total) AS revenue, sum(f.profit) AS profit
     FROM _agg_seg_moves mv
@@ -62,8 +46,7 @@ WITH moved_lines AS (
     JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
     JOIN warehouse.dim_products p ON p.product_key = f.product_key
     WHERE f.date_key NOT IN (SELECT date_key FROM _agg_dates)
-    GROUP BY f.date_key, f.transaction_id, p.category, c.state, f.payment_method_key,
-             mv.old_segment, mv.new_segment
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
 ),
 flagged AS (
     SELECT l.*,
