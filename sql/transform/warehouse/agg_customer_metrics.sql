@@ -6,7 +6,7 @@
 -- regular_min_transactions. Returns the rows whose recency was recomputed.
 
 DELETE FROM warehouse.agg_customer_metrics
-WHERE %(full)s OR customer_id IN (SELECT customer_id FROM _agg_customers);
+WHERE %(full)s OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers));
 
 -- recency is computed here too (the same rules as the UPDATE below), so inserted rows are
 -- final: a full rebuild writes each row once instead of inserting then updating all of them

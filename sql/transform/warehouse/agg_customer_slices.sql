@@ -5,7 +5,7 @@
 -- (_agg_order_cat). Parameter: full. Runs after agg_customer_metrics.
 
 DELETE FROM warehouse.agg_customer_slices
-WHERE %(full)s OR customer_id IN (SELECT customer_id FROM _agg_customers);
+WHERE %(full)s OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers));
 
 INSERT INTO warehouse.agg_customer_slices (
     customer_id, category, state, customer_segment, first_purchase_date, last_purchase_date,

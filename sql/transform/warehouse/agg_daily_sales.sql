@@ -27,13 +27,13 @@ FROM (
     FROM warehouse.fact_sales f
     JOIN warehouse.dim_products p ON p.product_key = f.product_key
     JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
-    WHERE %(full)s OR f.date_key IN (SELECT date_key FROM _agg_dates)
+    WHERE %(full)s OR f.date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates))
     GROUP BY 1, 2, 3, 4, 5, 6
 ) x;
 ANALYZE _agg_order_cat;
 
 DELETE FROM warehouse.agg_daily_sales
-WHERE %(full)s OR date_key IN (SELECT date_key FROM _agg_dates);
+WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates));
 
 INSERT INTO warehouse.agg_daily_sales (
     date_key, full_date, transactions, items, quantity, revenue, profit, unique_customers,

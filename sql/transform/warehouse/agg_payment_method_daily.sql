@@ -3,7 +3,7 @@
 -- Parameter: full (every date). Returns the rows inserted.
 
 DELETE FROM warehouse.agg_payment_method_daily
-WHERE %(full)s OR date_key IN (SELECT date_key FROM _agg_dates);
+WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates));
 
 INSERT INTO warehouse.agg_payment_method_daily (
     date_key, payment_method_key, transactions, items, revenue, profit

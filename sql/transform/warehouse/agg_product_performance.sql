@@ -3,7 +3,7 @@
 -- product: no fact scan). Parameter: full (every product). Returns the ranks changed.
 
 DELETE FROM warehouse.agg_product_performance
-WHERE %(full)s OR product_id IN (SELECT product_id FROM _agg_products);
+WHERE %(full)s OR product_id = ANY (ARRAY(SELECT product_id FROM _agg_products));
 
 INSERT INTO warehouse.agg_product_performance (
     product_id, quantity_sold, revenue, cost, profit, margin_pct, avg_discount_pct,
@@ -30,8 +30,8 @@ FROM (
            count(DISTINCT f.transaction_id COLLATE "C") AS transactions
     FROM warehouse.fact_sales f
     WHERE %(full)s
-       OR f.product_key IN (SELECT d.product_key FROM warehouse.dim_products d
-                            WHERE d.product_id IN (SELECT product_id FROM _agg_products))
+       OR f.product_key = ANY (ARRAY(SELECT d.product_key FROM warehouse.dim_products d
+                                     JOIN _agg_products t ON t.product_id = d.product_id))
     GROUP BY 1
 ) x
 JOIN warehouse.dim_products p ON p.product_key = x.product_key

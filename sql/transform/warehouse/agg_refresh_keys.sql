@@ -2,6 +2,9 @@
 -- stage fills in the same transaction as the facts. The queue is locked until the stage commits
 -- (and empties it), so nothing queued meanwhile is lost.
 -- Returns one row: dates, products, customers, cells (customer x month), full_refresh_queued.
+-- The aggregate files filter on these keys as `<full> OR key = ANY (ARRAY(SELECT …))`: unlike
+-- `OR key IN (SELECT …)`, which stays a filter over a scan of the whole table, the array is
+-- computed once and the refresh reads only those keys through the table's index.
 
 LOCK TABLE ops.warehouse_refresh_queue IN EXCLUSIVE MODE;
 

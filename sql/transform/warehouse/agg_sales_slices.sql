@@ -10,7 +10,7 @@
 DROP TABLE IF EXISTS _agg_seg_moves, _agg_slice_delta, _agg_slice_merged;
 
 DELETE FROM warehouse.agg_sales_slices
-WHERE %(full)s OR date_key IN (SELECT date_key FROM _agg_dates);
+WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates));
 
 -- from the per-order rows agg_daily_sales.sql built (_agg_order_cat: one row per order x
 -- category): orders = the orders with a line of the slice's category; orders_first = those whose
