@@ -634,7 +634,7 @@ def bench_size(
         }
 
         log.info("[%s lines] incremental batch and rerun", f"{order_lines:,}")
-        inc = _run_pipeline(settings, RunOptions(next_batch=True), stages=STAGES)
+        inc = _run_pipeline(settings, RunOptions(next_batch=True, scale=scale), stages=STAGES)
         inc_stages = _stage_table(inc, order_lines)
         inc_files = dataset_files(sorted(settings.raw_dir.iterdir())[-1])
         inc_lines = next(f["rows"] for f in inc_files if f["file"] == "transaction_items.csv")
