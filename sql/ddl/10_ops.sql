@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS ops.ingested_files (
 -- The same content is never loaded twice (header-only files are alike by nature, so not them).
 CREATE UNIQUE INDEX IF NOT EXISTS ingested_files_sha256_uq
     ON ops.ingested_files (sha256) WHERE row_count > 0;
+-- The file's modification time (ns) when it was loaded, recorded only when it was written well
+-- before the load (else NULL): a later run trusts an unchanged size and time instead of hashing.
+ALTER TABLE ops.ingested_files ADD COLUMN IF NOT EXISTS mtime_ns bigint;
 COMMENT ON TABLE ops.ingested_files IS 'Every source file loaded into staging: one row per file, written in the same transaction as its rows.';
 
 CREATE TABLE IF NOT EXISTS ops.batches (

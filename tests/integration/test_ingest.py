@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from dwh.contract import CUSTOMERS, PRODUCTS
 from dwh.exceptions import BadInputError, ExitCode
 from dwh.orchestrator import run_pipeline
+from dwh.stages import ingest
 from dwh.stages.ingest import sha256_of
 
 pytestmark = pytest.mark.integration
@@ -150,6 +153,35 @@ def test_bad_file_fails_with_file_and_line_and_loads_nothing(
         run_status, stage_status, error = cur.fetchone()
     assert (run_status, stage_status) == ("failed", "failed")
     assert str(bad) in error
+
+
+def test_a_file_written_long_before_its_load_is_trusted_by_its_stat(
+    settings, conn, monkeypatch
+) -> None:
+    """Size and modification time vouch for an old file on later runs (no re-read); a file
+    written just before its load is re-hashed every time; any later write is still caught."""
+    old = _write(settings.raw_dir / "batch_0001" / "customers.csv", f"{HEADER}\n{ROW1}\n")
+    _write(
+        settings.raw_dir / "batch_0001" / "products.csv",
+        ",".join(PRODUCTS.columns) + f"\n{PRODUCT}\n",
+    )
+    hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(old, ns=(hour_ago, hour_ago))
+    _ingest(settings)
+    with conn.cursor() as cur:
+        cur.execute("SELECT file_name, mtime_ns FROM ops.ingested_files ORDER BY 1")
+        assert cur.fetchall() == [("customers.csv", hour_ago), ("products.csv", None)]
+    conn.rollback()
+
+    hashed: list[str] = []
+    real = ingest.sha256_of
+    monkeypatch.setattr(ingest, "sha256_of", lambda path: hashed.append(path.name) or real(path))
+    assert _ingest(settings).status == "success"
+    assert hashed == ["products.csv"]  # the racy one only
+
+    _write(old, f"{HEADER}\n{ROW2}\n")  # same size, written now
+    with pytest.raises(BadInputError, match=r"customers\.csv: changed since it was loaded"):
+        _ingest(settings)
 
 
 def test_changed_file_with_the_same_name_is_reported(settings, conn) -> None:

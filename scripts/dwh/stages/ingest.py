@@ -6,6 +6,11 @@ hash the bytes on the way through, and record the file in ops.ingested_files. A 
 recorded is skipped; a recorded file whose bytes changed, a malformed file, or a header that
 breaks the contract is a BadInputError naming the file, line and column, and leaves staging as
 it was (earlier files stay loaded: each file is its own transaction).
+
+A loaded file is re-read (sha256) on later runs to prove it did not change, unless its size and
+modification time are still the ones recorded and that time was safely before the load started
+(the "racily clean" rule of git: a change made after the load gets a later time, even on a file
+system with coarse timestamps). A file written moments before its load is always re-hashed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import csv
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +35,8 @@ from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
 
 STAGE = "ingest"
+# A file modified later than this before its load started is "racy": its stat is not trusted.
+RACY_NS = 2_000_000_000
 _CONTEXT_LINE = re.compile(r"line (\d+)(?:, column (\w+))?")
 
 
@@ -196,12 +204,15 @@ def ingest_file(
     info = {"batch_id": batch_id, "file": source.name, "table": source.table}
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT sha256, row_count FROM ops.ingested_files WHERE batch_id = %s AND file_name = %s",
+            "SELECT sha256, bytes, mtime_ns FROM ops.ingested_files"
+            " WHERE batch_id = %s AND file_name = %s",
             (batch_id, source.name),
         )
         done = cur.fetchone()
+    stat = path.stat()
     if done is not None:
-        if sha256_of(path) != done[0]:
+        unchanged_stat = done[2] is not None and (stat.st_size, stat.st_mtime_ns) == done[1:3]
+        if not unchanged_stat and sha256_of(path) != done[0]:
             raise BadInputError(
                 f"{path}: changed since it was loaded (sha256 {done[0][:12]}… then, differs "
                 "now). Loaded batches are immutable: put corrections in a new batch folder.",
@@ -210,6 +221,9 @@ def ingest_file(
             )
         return {**info, "status": "already_loaded", "rows": 0}
 
+    started_ns = time.time_ns()
+    # the stat can vouch for the file later only if it was last written well before this read
+    trusted_mtime = stat.st_mtime_ns if stat.st_mtime_ns < started_ns - RACY_NS else None
     hasher = hashlib.sha256()
     table = sql.Identifier("staging", source.table)
     with open(path, "rb") as handle:
@@ -265,8 +279,19 @@ def ingest_file(
         with conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO ops.ingested_files (batch_id, file_name, table_name, source_path,"
-                " sha256, bytes, row_count, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (batch_id, source.name, source.table, str(path), digest, size, rows, run_id),
+                " sha256, bytes, row_count, run_id, mtime_ns)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    batch_id,
+                    source.name,
+                    source.table,
+                    str(path),
+                    digest,
+                    size,
+                    rows,
+                    run_id,
+                    trusted_mtime if size == stat.st_size else None,
+                ),
             )
     except psycopg2.errors.UniqueViolation:
         conn.rollback()
