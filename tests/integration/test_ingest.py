@@ -161,7 +161,7 @@ def test_a_file_written_long_before_its_load_is_trusted_by_its_stat(
     """Size and modification time vouch for an old file on later runs (no re-read); a file
     written just before its load is re-hashed every time; any later write is still caught."""
     old = _write(settings.raw_dir / "batch_0001" / "customers.csv", f"{HEADER}\n{ROW1}\n")
-    _write(
+    fresh = _write(
         settings.raw_dir / "batch_0001" / "products.csv",
         ",".join(PRODUCTS.columns) + f"\n{PRODUCT}\n",
     )
@@ -173,11 +173,17 @@ def test_a_file_written_long_before_its_load_is_trusted_by_its_stat(
         assert cur.fetchall() == [("customers.csv", hour_ago), ("products.csv", None)]
     conn.rollback()
 
+    # time passes: the file written just before its load is no longer racy
+    later = time.time_ns() - 5 * 10**9
+    os.utime(fresh, ns=(later, later))
     hashed: list[str] = []
     real = ingest.sha256_of
     monkeypatch.setattr(ingest, "sha256_of", lambda path: hashed.append(path.name) or real(path))
     assert _ingest(settings).status == "success"
-    assert hashed == ["products.csv"]  # the racy one only
+    assert hashed == ["products.csv"]  # the racy one only, which is trusted from now on
+    hashed.clear()
+    assert _ingest(settings).status == "success"
+    assert hashed == []
 
     _write(old, f"{HEADER}\n{ROW2}\n")  # same size, written now
     with pytest.raises(BadInputError, match=r"customers\.csv: changed since it was loaded"):

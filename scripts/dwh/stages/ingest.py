@@ -10,7 +10,8 @@ it was (earlier files stay loaded: each file is its own transaction).
 A loaded file is re-read (sha256) on later runs to prove it did not change, unless its size and
 modification time are still the ones recorded and that time was safely before the load started
 (the "racily clean" rule of git: a change made after the load gets a later time, even on a file
-system with coarse timestamps). A file written moments before its load is always re-hashed.
+system with coarse timestamps). A file written moments before its load is re-hashed on the next
+run, and trusted from then on if it is unchanged.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
 
 STAGE = "ingest"
-# A file modified later than this before its load started is "racy": its stat is not trusted.
-RACY_NS = 2_000_000_000
+# A file modified later than this before its load started is "racy": its stat is not trusted
+# (until a later run re-hashes it unchanged). Covers timestamp granularity up to 1 s.
+RACY_NS = 1_000_000_000
 _CONTEXT_LINE = re.compile(r"line (\d+)(?:, column (\w+))?")
 
 
@@ -211,14 +213,22 @@ def ingest_file(
         done = cur.fetchone()
     stat = path.stat()
     if done is not None:
-        unchanged_stat = done[2] is not None and (stat.st_size, stat.st_mtime_ns) == done[1:3]
-        if not unchanged_stat and sha256_of(path) != done[0]:
-            raise BadInputError(
-                f"{path}: changed since it was loaded (sha256 {done[0][:12]}… then, differs "
-                "now). Loaded batches are immutable: put corrections in a new batch folder.",
-                stage=STAGE,
-                table=source.table,
-            )
+        if done[2] is None or (stat.st_size, stat.st_mtime_ns) != done[1:3]:
+            if sha256_of(path) != done[0]:
+                raise BadInputError(
+                    f"{path}: changed since it was loaded (sha256 {done[0][:12]}… then, differs "
+                    "now). Loaded batches are immutable: put corrections in a new batch folder.",
+                    stage=STAGE,
+                    table=source.table,
+                )
+            if stat.st_size == done[1] and stat.st_mtime_ns < time.time_ns() - RACY_NS:
+                with conn.cursor() as cur:  # proven unchanged and no longer racy: trust it
+                    cur.execute(
+                        "UPDATE ops.ingested_files SET mtime_ns = %s"
+                        " WHERE batch_id = %s AND file_name = %s",
+                        (stat.st_mtime_ns, batch_id, source.name),
+                    )
+                conn.commit()
         return {**info, "status": "already_loaded", "rows": 0}
 
     started_ns = time.time_ns()
