@@ -342,11 +342,21 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
             results.append(outcome)
     loaded = [r for r in results if r["status"] == "loaded"]
     rows = sum(r["rows"] for r in loaded)
-    # Fresh statistics before the checks and the promotion plan their joins on these rows
-    # (autovacuum would get to it later; a plan for 1,000 rows on a million is a nested loop).
+    # Fresh statistics before the checks and the promotion plan their joins on these rows, when
+    # they are a tenth or more of the table (autovacuum would get to it later; a plan for 1,000
+    # rows on a million is a nested loop). A small batch on a big table changes little.
+    added: dict[str, int] = {}
+    for r in loaded:
+        added[r["table"]] = added.get(r["table"], 0) + r["rows"]
     with conn.cursor() as cur:
-        for table in sorted({r["table"] for r in loaded if r["rows"]}):
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("staging", table)))
+        for table, n in sorted(added.items()):
+            name = sql.Identifier("staging", table)
+            cur.execute(
+                "SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (f"staging.{table}",)
+            )
+            known = cur.fetchone()[0]
+            if n and (known < 0 or n >= 0.1 * known):
+                cur.execute(sql.SQL("ANALYZE {}").format(name))
     conn.commit()
     return StageResult(
         rows_in=rows,

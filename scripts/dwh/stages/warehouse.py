@@ -77,7 +77,23 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     scd = {"full_refresh": full, "first_from": wh.first_version_effective_from}
     customers = run_sql_file_row(conn, f"{SQL}/dim_customers_scd2.sql", scd)
     products = run_sql_file_row(conn, f"{SQL}/dim_products_scd2.sql", scd)
-    candidates = run_sql_file_row(conn, f"{SQL}/fact_sales_candidates.sql", {"full_refresh": full})
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT coalesce(max(updated_at) FILTER (WHERE source_table = %s), '-infinity')::text,"
+            " coalesce(max(updated_at) FILTER (WHERE source_table = %s), '-infinity')::text"
+            " FROM ops.warehouse_watermarks",
+            ("production.transaction_items", "production.transactions"),
+        )
+        items_after, transactions_after = cur.fetchone()
+    candidates = run_sql_file_row(
+        conn,
+        f"{SQL}/fact_sales_candidates.sql",
+        {
+            "full_refresh": full,
+            "items_after": items_after,
+            "transactions_after": transactions_after,
+        },
+    )
     methods = run_sql_file_row(
         conn, f"{SQL}/dim_payment_method.sql", {"methods": list(PAYMENT_METHODS)}
     )
