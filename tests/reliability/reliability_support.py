@@ -332,6 +332,7 @@ VOLATILE = {
     "loaded_at",
     "registered_at",
     "recorded_at",
+    "mtime_ns",  # the file's modification time: two datasets are written at different times
 }
 SURROGATE = {
     "dim_customers": "customer_key",

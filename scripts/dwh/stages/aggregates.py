@@ -38,9 +38,6 @@ AGGREGATES: tuple[str, ...] = (
 # millions of orders stays in memory instead of spilling sorts to disk.
 WORK_MEM = "512MB"
 
-# Read by a full rebuild: analyzed first, so its joins plan with real row counts.
-FULL_REFRESH_ANALYZE = ("warehouse.fact_sales", "warehouse.dim_customers", "warehouse.dim_products")
-
 
 def _params(settings: Settings, full: bool) -> dict[str, object]:
     wh = settings.warehouse
@@ -74,9 +71,11 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     params = _params(settings, full)
     rows: dict[str, int] = {}
     with conn.cursor() as cur:
-        cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # a constant above
+        cur.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
         if full:  # statistics for the joins of the whole fact (a few seconds at 10M lines)
-            cur.execute(f"ANALYZE {', '.join(FULL_REFRESH_ANALYZE)}")
+            cur.execute(
+                "ANALYZE warehouse.fact_sales, warehouse.dim_customers, warehouse.dim_products"
+            )
     for table in AGGREGATES:
         # a full rebuild empties the table (a new file: no dead rows left behind) and builds its
         # secondary indexes once, at the end
