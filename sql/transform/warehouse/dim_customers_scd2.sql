@@ -75,23 +75,32 @@ SELECT
 FROM placed p
 WHERE NOT p.is_base OR p.base_rank = 1;
 
--- ── overwrite in place: an inferred member completed, a same-day change, an older batch ─────
-UPDATE warehouse.dim_customers d
-SET full_name = c.full_name,
-    email = c.email,
-    phone = c.phone,
-    city = c.city,
-    state = c.state,
-    country = c.country,
-    age_group = c.age_group,
-    registration_date = c.registration_date,
-    is_inferred = false,
-    _row_hash = c.row_hash,
-    _batch_id = c._batch_id,
-    _loaded_at = now()
-FROM _wh_chg_customers c
-WHERE d.customer_key = c.current_key
-  AND c.action = 'in_place';
+-- ── overwrite in place: an inferred member completed, a same-day change, an older batch;
+--    the facts of that version are queued (the aggregates group by its state and more) ─────
+WITH overwritten AS (
+    UPDATE warehouse.dim_customers d
+    SET full_name = c.full_name,
+        email = c.email,
+        phone = c.phone,
+        city = c.city,
+        state = c.state,
+        country = c.country,
+        age_group = c.age_group,
+        registration_date = c.registration_date,
+        is_inferred = false,
+        _row_hash = c.row_hash,
+        _batch_id = c._batch_id,
+        _loaded_at = now()
+    FROM _wh_chg_customers c
+    WHERE d.customer_key = c.current_key
+      AND c.action = 'in_place'
+    RETURNING d.customer_key, d.customer_id
+)
+INSERT INTO ops.warehouse_refresh_queue (date_key, customer_id, product_id)
+SELECT DISTINCT f.date_key, o.customer_id, dp.product_id
+FROM overwritten o
+JOIN warehouse.fact_sales f ON f.customer_key = o.customer_key
+JOIN warehouse.dim_products dp ON dp.product_key = f.product_key;
 
 -- ── close the current version on the day the first new version takes effect ────────────────
 UPDATE warehouse.dim_customers d

@@ -106,10 +106,13 @@ recosted AS (
       AND f.cost_amount <> f.quantity * o.cost
     RETURNING f.date_key, f.customer_key, o.product_id
 )
+-- every fact of an overwritten version is queued, re-costed or not: its category or other
+-- attributes may have changed too, and the aggregates group by them (recosted runs regardless)
 INSERT INTO ops.warehouse_refresh_queue (date_key, customer_id, product_id)
-SELECT DISTINCT r.date_key, dc.customer_id, r.product_id
-FROM recosted r
-JOIN warehouse.dim_customers dc ON dc.customer_key = r.customer_key;
+SELECT DISTINCT f.date_key, dc.customer_id, o.product_id
+FROM overwritten o
+JOIN warehouse.fact_sales f ON f.product_key = o.product_key
+JOIN warehouse.dim_customers dc ON dc.customer_key = f.customer_key;
 
 -- ── close the current version on the day the first new version takes effect ────────────────
 UPDATE warehouse.dim_products d
