@@ -35,33 +35,19 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     )
     scope = report["scopes"][LAYER]
     layer = report["layer_results"]
+    details = {"layer": LAYER, "scope": scope["mode"]}
     if layer is None:  # nothing new: skipped (check_layer logged it)
-        return StageResult(
-            rows_in=0,
-            rows_out=0,
-            details={
-                "layer": LAYER,
-                "scope": scope["mode"],
-                "batches": [],
-                "checks": 0,
-                "failed": [],
-                "skipped": scope["skipped"],
-            },
-        )
+        details.update(batches=[], checks=0, failed=[], skipped=scope["skipped"])
+        return StageResult(rows_in=0, rows_out=0, details=details)
     failed = [c["name"] for c in report["checks"] if c["layer"] == LAYER and not c["passed"]]
     if failed:
         ctx.log.warning("%d staging check(s) failed (warnings): %s", len(failed), ", ".join(failed))
     ctx.log.info("staging quality score %.2f (%s)", layer["overall_score"], layer["grade"])
-    return StageResult(
-        rows_in=0,
-        rows_out=0,
-        details={
-            "layer": LAYER,
-            "scope": scope["mode"],
-            "batches": scope["checked_batches"],
-            "checks": scope["checks_run"],
-            "failed": failed,
-            "score": layer["overall_score"],
-            "grade": layer["grade"],
-        },
+    details.update(
+        batches=scope["checked_batches"],
+        checks=scope["checks_run"],
+        failed=failed,
+        score=layer["overall_score"],
+        grade=layer["grade"],
     )
+    return StageResult(rows_in=0, rows_out=0, details=details)
