@@ -6,7 +6,10 @@ sql/transform/production/<table>.sql (build `_promote`, upsert the accepted rows
 sql/transform/production/_finish.sql (quarantine the rejected rows, count), checks the identity
 staged = accepted + quarantined + duplicates, and writes the ops.reconciliation row that marks
 the batch promoted. A kill at any point leaves each table batch either fully promoted or not at
-all; the next run finishes the rest.
+all; the next run finishes the rest. The promotion of a table holds its advisory lock
+(dwh.promote.<table>), so `change` in _promote says exactly which rows are new and which
+changed: new rows take a plain INSERT (one WAL record fewer per row than the speculative insert
+of ON CONFLICT) and changed rows an UPDATE.
 
 Then rows quarantined for a missing parent (retryable) are tried again, every reconciliation row
 is re-verified, <data_dir>/processed/transformation_summary.json is written, and the production

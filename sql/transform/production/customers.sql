@@ -10,10 +10,10 @@ WITH
 
 -- import ---------------------------------------------------------------------------------------
 source AS (
-    SELECT s.* FROM staging.customers AS s
+    SELECT s.ctid AS staging_row, s.* FROM staging.customers AS s
     WHERE NOT %(retry)s AND s._batch_id = %(batch_id)s
     UNION ALL
-    SELECT r.* FROM ops.quarantine AS q
+    SELECT NULL::tid, r.* FROM ops.quarantine AS q
     CROSS JOIN LATERAL jsonb_populate_record(NULL::staging.customers, q.raw) AS r
     WHERE %(retry)s AND q.table_name = 'customers' AND q.is_retryable AND q.resolved_at IS NULL
 ),
@@ -21,10 +21,9 @@ source AS (
 -- logic: trim and type -------------------------------------------------------------------------
 trimmed AS (
     SELECT
-        s._batch_id, s._source_file, s._source_line,
-        ROW(s.*)::staging.customers AS raw_row,  -- the row as received; to jsonb only if quarantined
-        md5(ROW(s.customer_id, s.first_name, s.last_name, s.email, s.phone, s.registration_date,
-                s.city, s.state, s.country, s.age_group)::text) AS raw_hash,
+        s.staging_row, s._batch_id, s._source_line,
+        hash_record_extended(ROW(s.customer_id, s.first_name, s.last_name, s.email, s.phone,
+            s.registration_date, s.city, s.state, s.country, s.age_group), 0) AS raw_hash,
         -- ids and text: trimmed, empty = NULL
         nullif(btrim(s.customer_id), '') AS customer_id,
         nullif(btrim(s.first_name), '') AS first_name,
@@ -83,7 +82,7 @@ checked AS (
 
 cleaned AS (
     SELECT
-        c._batch_id, c._source_line, c.raw_row, c.raw_hash, c.reason_codes, c.defaults,
+        c.staging_row, c._batch_id, c._source_line, c.raw_hash, c.reason_codes, c.defaults,
         c.customer_id,
         CASE WHEN c.first_name IN (lower(c.first_name), upper(c.first_name))
              THEN initcap(c.first_name) ELSE c.first_name END AS first_name,
@@ -113,7 +112,10 @@ final AS (
 
 SELECT
     f.*,
-    CASE WHEN f.outcome = 'quarantined' THEN to_jsonb(f.raw_row) END AS raw,
+    -- the row as received, for the rows quarantined from a staged batch only
+    CASE WHEN f.outcome = 'quarantined' AND f.staging_row IS NOT NULL THEN
+        (SELECT to_jsonb(s) FROM staging.customers AS s WHERE s.ctid = f.staging_row)
+    END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.customer_id IS NULL THEN 'insert'
          WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
@@ -124,9 +126,7 @@ LEFT JOIN production.customers AS p ON p.customer_id = f.customer_id AND f.outco
 
 SELECT production.mark_duplicates();
 
--- Upsert without ON CONFLICT: under the promotion lock (dwh.promote.<table>), `change` says
--- which rows are new and which changed, so new rows take a plain insert (one WAL record
--- fewer per row than a speculative insert) and changed rows an update.
+-- new rows inserted, changed rows updated (no ON CONFLICT: see dwh/stages/production.py)
 INSERT INTO production.customers (
     customer_id, first_name, last_name, email, is_email_valid, phone, registration_date,
     city, state, country, age_group, _row_hash, _batch_id, _source_line

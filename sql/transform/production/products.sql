@@ -9,10 +9,10 @@ WITH
 
 -- import ---------------------------------------------------------------------------------------
 source AS (
-    SELECT s.* FROM staging.products AS s
+    SELECT s.ctid AS staging_row, s.* FROM staging.products AS s
     WHERE NOT %(retry)s AND s._batch_id = %(batch_id)s
     UNION ALL
-    SELECT r.* FROM ops.quarantine AS q
+    SELECT NULL::tid, r.* FROM ops.quarantine AS q
     CROSS JOIN LATERAL jsonb_populate_record(NULL::staging.products, q.raw) AS r
     WHERE %(retry)s AND q.table_name = 'products' AND q.is_retryable AND q.resolved_at IS NULL
 ),
@@ -24,10 +24,9 @@ categories AS (
 -- logic: trim and type -------------------------------------------------------------------------
 trimmed AS (
     SELECT
-        s._batch_id, s._source_file, s._source_line,
-        ROW(s.*)::staging.products AS raw_row,  -- the row as received; to jsonb only if quarantined
-        md5(ROW(s.product_id, s.product_name, s.category, s.sub_category, s.price, s.cost,
-                s.brand, s.stock_quantity, s.supplier_id)::text) AS raw_hash,
+        s.staging_row, s._batch_id, s._source_line,
+        hash_record_extended(ROW(s.product_id, s.product_name, s.category, s.sub_category,
+            s.price, s.cost, s.brand, s.stock_quantity, s.supplier_id), 0) AS raw_hash,
         nullif(btrim(s.product_id), '') AS product_id,
         nullif(btrim(s.product_name), '') AS product_name,
         s.category AS category_raw,
@@ -88,7 +87,7 @@ checked AS (
 
 cleaned AS (
     SELECT
-        c._batch_id, c._source_line, c.raw_row, c.raw_hash, c.reason_codes, c.defaults,
+        c.staging_row, c._batch_id, c._source_line, c.raw_hash, c.reason_codes, c.defaults,
         c.product_id,
         c.product_name,
         coalesce(c.category_canonical, 'unknown') AS category,
@@ -128,7 +127,10 @@ final AS (
 
 SELECT
     f.*,
-    CASE WHEN f.outcome = 'quarantined' THEN to_jsonb(f.raw_row) END AS raw,
+    -- the row as received, for the rows quarantined from a staged batch only
+    CASE WHEN f.outcome = 'quarantined' AND f.staging_row IS NOT NULL THEN
+        (SELECT to_jsonb(s) FROM staging.products AS s WHERE s.ctid = f.staging_row)
+    END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.product_id IS NULL THEN 'insert'
          WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
@@ -139,9 +141,7 @@ LEFT JOIN production.products AS p ON p.product_id = f.product_id AND f.outcome 
 
 SELECT production.mark_duplicates();
 
--- Upsert without ON CONFLICT: under the promotion lock (dwh.promote.<table>), `change` says
--- which rows are new and which changed, so new rows take a plain insert (one WAL record
--- fewer per row than a speculative insert) and changed rows an update.
+-- new rows inserted, changed rows updated (no ON CONFLICT: see dwh/stages/production.py)
 INSERT INTO production.products (
     product_id, product_name, category, sub_category, brand, price, cost, profit_margin,
     price_category, stock_quantity, supplier_id, _row_hash, _batch_id, _source_line

@@ -156,9 +156,7 @@ LEFT JOIN production.transaction_items AS p
 
 SELECT production.mark_duplicates();
 
--- Upsert without ON CONFLICT: under the promotion lock (dwh.promote.<table>), `change` says
--- which rows are new and which changed, so new rows take a plain insert (one WAL record
--- fewer per row than a speculative insert) and changed rows an update.
+-- new rows inserted, changed rows updated (no ON CONFLICT: see dwh/stages/production.py)
 INSERT INTO production.transaction_items (
     item_id, transaction_id, product_id, quantity, unit_price, discount_percentage, line_total,
     _row_hash, _batch_id, _source_line

@@ -33,7 +33,8 @@ trimmed AS (
     SELECT
         s.staging_row, s._batch_id, s._source_line,
         hash_record_extended(ROW(s.transaction_id, s.customer_id, s.transaction_date,
-            s.transaction_time, s.payment_method, s.shipping_address, s.total_amount), 0) AS raw_hash,
+            s.transaction_time, s.payment_method, s.shipping_address, s.total_amount),
+            0) AS raw_hash,
         s.transaction_id AS transaction_id_raw, btrim(s.transaction_id) AS transaction_id_t,
         s.customer_id AS customer_id_raw, btrim(s.customer_id) AS customer_id_t,
         s.transaction_date AS date_raw, btrim(s.transaction_date) AS date_t,
@@ -159,9 +160,7 @@ LEFT JOIN production.transactions AS p
 
 SELECT production.mark_duplicates();
 
--- Upsert without ON CONFLICT: under the promotion lock (dwh.promote.<table>), `change` says
--- which rows are new and which changed, so new rows take a plain insert (one WAL record
--- fewer per row than a speculative insert) and changed rows an update.
+-- new rows inserted, changed rows updated (no ON CONFLICT: see dwh/stages/production.py)
 INSERT INTO production.transactions (
     transaction_id, customer_id, transaction_date, transaction_time, transaction_at,
     payment_method, shipping_address, total_amount, _row_hash, _batch_id, _source_line
