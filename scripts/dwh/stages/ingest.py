@@ -350,13 +350,12 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         added[r["table"]] = added.get(r["table"], 0) + r["rows"]
     with conn.cursor() as cur:
         for table, n in sorted(added.items()):
-            name = sql.Identifier("staging", table)
             cur.execute(
                 "SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (f"staging.{table}",)
             )
             known = cur.fetchone()[0]
             if n and (known < 0 or n >= 0.1 * known):
-                cur.execute(sql.SQL("ANALYZE {}").format(name))
+                cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("staging", table)))
     conn.commit()
     return StageResult(
         rows_in=rows,

@@ -115,9 +115,6 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         facts = run_sql_file_row(
             conn, f"{SQL}/fact_sales.sql", {**scd, "full_refresh": full or fact_empty}
         )
-    if fact_empty:  # the dimensions grew as much as the fact: plan the aggregates with that
-        with conn.cursor() as cur:
-            cur.execute("ANALYZE warehouse.dim_customers, warehouse.dim_products")
     if fact_empty and not full and facts and int(facts["inserted"]):
         with conn.cursor() as cur:
             cur.execute("INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true)")
