@@ -509,6 +509,64 @@ def test_one_by_one_equals_all_at_once_equals_full_refresh(db_url, second_db, ma
         together.close()
 
 
+# Batch 4 (2024-03-21): late lines for order T11 of batch 3 (P1 is already in it, P3 is not), a
+# new order of C1 with two lines of P1, a new customer's first order, and a changed line (I16).
+BATCH_4 = Batch(
+    "batch_0004",
+    dt.date(2024, 3, 21),
+    customers=[Customer("C9", "Ira", "Sen", "Kochi", "Kerala")],
+    transactions=[
+        Transaction("T14", "C1", dt.date(2024, 3, 21), "UPI"),
+        Transaction("T15", "C9", dt.date(2024, 3, 21), "Credit Card"),
+    ],
+    items=[
+        Item("I19", "T11", "P1", 1, D("500.00"), D("5")),
+        Item("I20", "T11", "P3", 2, D("60.00"), D("0")),
+        Item("I21", "T14", "P1", 1, D("500.00"), D("0")),
+        Item("I22", "T14", "P1", 2, D("490.00"), D("10")),
+        Item("I23", "T15", "P3", 1, D("60.00"), D("20")),
+        replace(BATCH_3.items[1], quantity=4),  # I16 of T12 (C2, P2) changed
+    ],
+)
+
+
+def test_inserted_lines_are_added_to_the_stored_aggregates(wh):
+    """A batch of inserted lines refreshes its products and customers by adding the lines' sums
+    and the orders they add (a late line of an existing order adds no order) to the stored rows;
+    a changed line's keys are recomputed. Either way the tables equal a full rebuild."""
+    conn, settings = wh
+    for batch in (BATCH_1, BATCH_2, BATCH_3):
+        load_batch(conn, batch)
+        run_stages(conn, settings)
+    orders_before = dict(
+        fetch(conn, "SELECT product_id, transactions FROM warehouse.agg_product_performance")
+    )
+    load_batch(conn, BATCH_4)
+    result = run_stages(conn, settings)
+    assert result["warehouse"].details["fact_sales"]["updated"] == 1
+    touched = result["aggregates"].details["touched"]
+    assert touched["added"] == 5 and not result["aggregates"].details["full_refresh"]
+    # T11 already had P1: only T14 adds an order to P1; P3 gains T11 and T15
+    orders_after = dict(
+        fetch(conn, "SELECT product_id, transactions FROM warehouse.agg_product_performance")
+    )
+    assert orders_after["P1"] == orders_before["P1"] + 1
+    assert orders_after["P3"] == orders_before["P3"] + 2
+    assert fetch(
+        conn,
+        "SELECT customer_id, transactions FROM warehouse.agg_customer_metrics"
+        " WHERE customer_id IN ('C1', 'C9') ORDER BY 1",
+    ) == [
+        (
+            "C1",
+            scalar(conn, "SELECT count(*) FROM production.transactions WHERE customer_id = 'C1'"),
+        ),
+        ("C9", 1),
+    ]
+    incremental = table_checksums(conn)
+    assert table_checksums_after_full_refresh(conn, settings) == incremental
+
+
 def test_facts_already_loaded_move_to_a_version_that_now_covers_their_date(
     db_url, second_db, make_settings
 ):

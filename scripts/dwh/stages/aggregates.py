@@ -2,8 +2,9 @@
 
 The warehouse stage queues the keys (dates, customers, products) of every order line it inserts
 or changes, in the same transaction as the facts (ops.warehouse_refresh_queue). This stage, in
-one transaction, locks the queue, recomputes only the touched keys of each aggregate (delete
-them, insert them again from fact_sales) and empties the queue. Values that depend on all rows
+one transaction, locks the queue, refreshes only the touched keys of each aggregate and empties
+the queue: a key named only by inserted lines gets their sums added to its stored row, a key
+named by a changed line or dimension is recomputed from fact_sales (agg_refresh_keys.sql). Values that depend on all rows
 (product revenue ranks, recency as of the last order date, cohort sizes) are re-derived from the
 aggregates themselves, never from the facts. With --full-refresh, or when the warehouse stage
 queued a full rebuild, every aggregate is rebuilt from fact_sales; both paths give the same
@@ -63,7 +64,9 @@ def _row_count(conn: psycopg2.extensions.connection, table: str) -> int:
 
 
 def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
-    touched = run_sql_file_row(conn, f"{SQL}/agg_refresh_keys.sql", {})
+    touched = run_sql_file_row(
+        conn, f"{SQL}/agg_refresh_keys.sql", {"full": ctx.options.full_refresh}
+    )
     full = ctx.options.full_refresh or bool(touched["full_refresh_queued"])
     if not full and not any(touched[k] for k in ("dates", "products", "customers")):
         ctx.log.info("nothing queued: aggregates are up to date")
@@ -91,10 +94,11 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         ctx.log.info("rebuilt every aggregate from fact_sales: %d rows", sum(rows.values()))
     else:
         ctx.log.info(
-            "refreshed: %d dates, %d products, %d customers",
+            "refreshed: %d dates, %d products, %d customers (%d inserted lines added)",
             touched["dates"],
             touched["products"],
             touched["customers"],
+            touched["added"],
         )
     return StageResult(
         rows_in=queued,

@@ -1,9 +1,19 @@
--- agg_customer_metrics: delete the touched customers, insert them again from fact_sales (all
--- versions of a customer_id together); then, for every customer whose as-of date moved (the
+-- agg_customer_metrics: refresh the touched customers (all versions of a customer_id
+-- together; agg_refresh_keys.sql says how each is refreshed): a customer to recompute is summed
+-- again from its lines in fact_sales, a customer with only inserted lines gets their orders,
+-- sums and dates added to its stored row; then, for every customer whose as-of date moved (the
 -- last order date in the data), recompute recency, its score and the RFM segment (one row per
 -- customer: no fact scan). Scores use fixed thresholds from config (docs/warehouse.md).
 -- Parameters: full; r1..r4 (recency days), f1..f4 (orders), m1..m4 (money), vip_min_spent,
 -- regular_min_transactions. Returns the rows whose recency was recomputed.
+
+DROP TABLE IF EXISTS _agg_customer_old;
+
+CREATE TEMP TABLE _agg_customer_old ON COMMIT DROP AS
+SELECT m.customer_id, m.transactions, m.total_spent, m.first_purchase_date, m.last_purchase_date
+FROM warehouse.agg_customer_metrics m
+WHERE NOT %(full)s
+  AND m.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute));
 
 DELETE FROM warehouse.agg_customer_metrics
 WHERE %(full)s OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers));
@@ -66,7 +76,7 @@ FROM (
     WHERE %(full)s
     GROUP BY o.customer_id
     UNION ALL
-    -- touched customers: their lines, through the fact's customer index
+    -- customers to recompute: their lines, through the fact's customer index
     SELECT
         c.customer_id,
         count(DISTINCT f.transaction_id)  AS transactions,
@@ -76,8 +86,25 @@ FROM (
     FROM warehouse.fact_sales f
     JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
     JOIN warehouse.dim_date d ON d.date_key = f.date_key
-    WHERE NOT %(full)s AND c.customer_id IN (SELECT customer_id FROM _agg_customers)
+    WHERE NOT %(full)s AND c.customer_id IN (SELECT customer_id FROM _agg_customers
+                                             WHERE recompute)
     GROUP BY c.customer_id
+    UNION ALL
+    -- customers with only inserted lines: the stored row plus those lines
+    SELECT o.customer_id, sum(o.transactions)::bigint, sum(o.total_spent),
+           min(o.first_purchase_date), max(o.last_purchase_date)
+    FROM (
+        SELECT customer_id, transactions, total_spent, first_purchase_date, last_purchase_date
+        FROM _agg_customer_old
+        UNION ALL
+        SELECT a.customer_id, count(*) FILTER (WHERE a.new_customer_order), sum(a.line_total),
+               min(d.full_date), max(d.full_date)
+        FROM _agg_added a
+        JOIN _agg_customers k ON k.customer_id = a.customer_id AND NOT k.recompute
+        JOIN warehouse.dim_date d ON d.date_key = a.date_key
+        GROUP BY a.customer_id
+    ) o
+    GROUP BY o.customer_id
 ) s
 CROSS JOIN (
     SELECT d.full_date AS as_of_date

@@ -135,15 +135,22 @@ SET date_key = c.date_key,
 FROM _wh_changes c
 WHERE NOT c.is_new AND f.item_id = c.item_id;
 
--- ── queue the keys of what changed (old and new), unless the aggregates are rebuilt ──────────
+-- ── queue the keys of what changed, unless the aggregates are rebuilt: an inserted line with
+-- its item_id (its sums are added to the aggregates of its keys), a changed line's old and new
+-- keys without (those keys are recomputed) ───────────────────────────────────────────────────
 WITH queued AS (
-    INSERT INTO ops.warehouse_refresh_queue (date_key, customer_id, product_id)
-    SELECT k.date_key, k.customer_id, k.product_id
+    INSERT INTO ops.warehouse_refresh_queue (date_key, customer_id, product_id, item_id)
+    SELECT k.date_key, k.customer_id, k.product_id, k.item_id
     FROM (
-        SELECT c.date_key, c.customer_id, c.product_id FROM _wh_changes c
-        UNION
-        SELECT c.previous_date_key, c.previous_customer_id, c.previous_product_id
-        FROM _wh_changes c WHERE NOT c.is_new
+        SELECT c.date_key, c.customer_id, c.product_id, c.item_id
+        FROM _wh_changes c WHERE c.is_new
+        UNION ALL
+        SELECT DISTINCT x.date_key, x.customer_id, x.product_id, NULL::text
+        FROM _wh_changes c
+        CROSS JOIN LATERAL (VALUES (c.date_key, c.customer_id, c.product_id),
+                                   (c.previous_date_key, c.previous_customer_id,
+                                    c.previous_product_id)) x (date_key, customer_id, product_id)
+        WHERE NOT c.is_new
     ) k
     WHERE NOT %(full_refresh)s
     RETURNING 1
