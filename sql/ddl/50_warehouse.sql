@@ -245,8 +245,6 @@ COMMENT ON COLUMN warehouse.agg_product_performance.margin_pct IS 'profit / reve
 COMMENT ON COLUMN warehouse.agg_product_performance.avg_discount_pct IS 'Average discount_percentage over the order lines (unweighted), rounded to 2 decimals.';
 COMMENT ON COLUMN warehouse.agg_product_performance.transactions IS 'Distinct orders containing the product.';
 COMMENT ON COLUMN warehouse.agg_product_performance.revenue_rank IS 'Rank by revenue, 1 = highest (ties share a rank).';
-COMMENT ON COLUMN warehouse.agg_product_performance.lines IS 'Order lines (kept so that a refresh can add a batch''s lines to the averages).';
-COMMENT ON COLUMN warehouse.agg_product_performance.discount_sum IS 'Sum of discount_percentage over the lines (avg_discount_pct = discount_sum / lines).';
 
 CREATE TABLE IF NOT EXISTS warehouse.agg_customer_metrics (
     customer_id               text          PRIMARY KEY,
@@ -352,11 +350,11 @@ CREATE TABLE IF NOT EXISTS ops.warehouse_refresh_queue (
     queued_at        timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE ops.warehouse_refresh_queue IS 'Keys touched by warehouse loads whose aggregates are not refreshed yet (stage aggregates empties it).';
-COMMENT ON COLUMN ops.warehouse_refresh_queue.item_id IS 'Set on the row of an order line inserted into fact_sales: the aggregates add it to the stored sums of its keys. A row without it (a changed line, a dimension overwritten in place) makes them recompute its keys from fact_sales.';
 
 -- upgrades of an existing database: the columns added since the first release; an aggregate
 -- whose new columns have no values yet is rebuilt by the next aggregates stage
 ALTER TABLE ops.warehouse_refresh_queue ADD COLUMN IF NOT EXISTS item_id text;
+COMMENT ON COLUMN ops.warehouse_refresh_queue.item_id IS 'Set on the row of an order line inserted into fact_sales: the aggregates add it to the stored sums of its keys. A row without it (a changed line, a dimension overwritten in place) makes them recompute its keys from fact_sales.';
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
@@ -370,6 +368,8 @@ BEGIN
         INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
     END IF;
 END $$;
+COMMENT ON COLUMN warehouse.agg_product_performance.lines IS 'Order lines (kept so that a refresh can add a batch''s lines to the averages).';
+COMMENT ON COLUMN warehouse.agg_product_performance.discount_sum IS 'Sum of discount_percentage over the lines (avg_discount_pct = discount_sum / lines).';
 
 -- High-water marks of the production rows already merged into the warehouse (by updated_at).
 CREATE TABLE IF NOT EXISTS ops.warehouse_watermarks (
