@@ -567,6 +567,28 @@ def test_inserted_lines_are_added_to_the_stored_aggregates(wh):
     assert table_checksums_after_full_refresh(conn, settings) == incremental
 
 
+def test_a_database_from_before_the_added_sums_is_upgraded_and_rebuilt(wh):
+    """A database created before agg_product_performance kept lines and discount_sum (and the
+    queue item_id): applying the DDL adds them and queues a full rebuild, which fills them."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    expected = table_checksums(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE warehouse.agg_product_performance DROP COLUMN lines,"
+            " DROP COLUMN discount_sum;"
+            "ALTER TABLE ops.warehouse_refresh_queue DROP COLUMN item_id"
+        )
+    conn.commit()
+    db.apply_ddl(conn)
+    assert scalar(conn, "SELECT bool_and(is_full_refresh) FROM ops.warehouse_refresh_queue")
+    result = run_stages(conn, settings)
+    assert result["aggregates"].details["full_refresh"] is True
+    assert table_checksums(conn) == expected
+    db.apply_ddl(conn)  # applied again: nothing queued
+    assert scalar(conn, "SELECT count(*) FROM ops.warehouse_refresh_queue") == 0
+
+
 def test_facts_already_loaded_move_to_a_version_that_now_covers_their_date(
     db_url, second_db, make_settings
 ):
