@@ -65,16 +65,37 @@ FROM (
 ) x
 GROUP BY date_key, category, state, segment, payment_method_key;
 
+ANALYZE _agg_slice_delta;
+
+-- the stored rows of those slices are taken out and merged with the deltas: by a lookup of the
+-- whole key in the key index, and for the few keys with a NULL (an unknown category or state)
+-- by their date, since `IS NOT DISTINCT FROM` cannot be an index condition
 CREATE TEMP TABLE _agg_slice_merged ON COMMIT DROP AS
-WITH removed AS (
+WITH removed_keys AS (
     DELETE FROM warehouse.agg_sales_slices t
     USING _agg_slice_delta d
     WHERE t.date_key = d.date_key
+      AND t.category = d.category
+      AND t.state = d.state
+      AND t.customer_segment = d.customer_segment
+      AND t.payment_method_key = d.payment_method_key
+    RETURNING t.*
+),
+removed_nulls AS (
+    DELETE FROM warehouse.agg_sales_slices t
+    USING _agg_slice_delta d
+    WHERE (d.category IS NULL OR d.state IS NULL OR d.customer_segment IS NULL)
+      AND t.date_key = d.date_key
       AND t.payment_method_key = d.payment_method_key
       AND t.category IS NOT DISTINCT FROM d.category
       AND t.state IS NOT DISTINCT FROM d.state
       AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
     RETURNING t.*
+),
+removed AS (
+    SELECT * FROM removed_keys
+    UNION ALL
+    SELECT * FROM removed_nulls
 )
 SELECT date_key, category, state, customer_segment, payment_method_key,
        sum(lines)::integer AS lines, sum(quantity) AS quantity, sum(revenue) AS revenue,
