@@ -137,7 +137,14 @@ moved AS (
     JOIN warehouse.dim_customers d
       ON d.customer_id = c.customer_id
      AND dd.full_date >= d.effective_from AND dd.full_date < d.effective_to
-    WHERE f.customer_key = c.current_key
+    -- the lines of the closed versions dated on or after the earliest new end, found by
+    -- both fact indexes together (a bitmap AND): a day's changes take effect on that day,
+    -- so there are few such lines or none, where either index alone finds thousands
+    WHERE f.customer_key = ANY (ARRAY(SELECT current_key FROM closed))
+      AND f.date_key = ANY (ARRAY(SELECT d2.date_key FROM warehouse.dim_date d2
+                                  WHERE d2.full_date >= (SELECT min(first_chain_date)
+                                                         FROM closed)))
+      AND f.customer_key = c.current_key
       AND f.date_key = dd.date_key
     RETURNING f.date_key, c.customer_id, f.product_key
 )

@@ -92,7 +92,13 @@ SELECT
     pc.customer_id AS previous_customer_id,
     pp.product_id AS previous_product_id
 FROM resolved r
-LEFT JOIN warehouse.fact_sales f ON f.item_id = r.item_id
+-- one index lookup per candidate line: a hash join would read the whole fact for a day's
+-- batch; an empty fact (full_refresh) is not looked up at all
+LEFT JOIN LATERAL (
+    SELECT f.* FROM warehouse.fact_sales f
+    WHERE NOT %(full_refresh)s AND f.item_id = r.item_id
+    LIMIT 1
+) f ON true
 LEFT JOIN warehouse.dim_customers pc ON pc.customer_key = f.customer_key
 LEFT JOIN warehouse.dim_products pp ON pp.product_key = f.product_key
 WHERE f.item_id IS NULL
