@@ -79,3 +79,23 @@ CREATE INDEX IF NOT EXISTS agg_product_performance_rank_idx
     ON warehouse.agg_product_performance (revenue_rank, product_id);
 CREATE INDEX IF NOT EXISTS agg_customer_metrics_spent_idx
     ON warehouse.agg_customer_metrics (total_spent DESC, customer_id);
+
+-- ─── agg_order_category_sets: orders with several categories, per day x category set x … ──
+CREATE TABLE IF NOT EXISTS warehouse.agg_order_category_sets (
+    date_key            integer       NOT NULL,
+    categories          text[] COLLATE "C" NOT NULL,
+    state               text COLLATE "C",
+    customer_segment    text COLLATE "C",
+    payment_method_key  bigint        NOT NULL,
+    orders              integer       NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agg_order_category_sets_date_idx
+    ON warehouse.agg_order_category_sets (date_key);
+
+COMMENT ON TABLE warehouse.agg_order_category_sets IS 'Orders with lines in two or more categories, per order date x set of categories x state x customer segment x payment method (keys as in agg_sales_slices). With several categories selected, distinct orders = sum of agg_sales_slices.orders over the selected categories - sum here of orders x (selected categories in the set - 1), for the sets holding two or more of them.';
+COMMENT ON COLUMN warehouse.agg_order_category_sets.date_key IS 'Order date (dim_date.date_key).';
+COMMENT ON COLUMN warehouse.agg_order_category_sets.categories IS 'The order''s distinct non-NULL categories (of the product versions its lines point at), sorted in byte order; at least two.';
+COMMENT ON COLUMN warehouse.agg_order_category_sets.state IS 'State of the customer version on the order date (NULL when unknown).';
+COMMENT ON COLUMN warehouse.agg_order_category_sets.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
+COMMENT ON COLUMN warehouse.agg_order_category_sets.payment_method_key IS 'Payment method (dim_payment_method.payment_method_key).';
+COMMENT ON COLUMN warehouse.agg_order_category_sets.orders IS 'Orders with exactly this set of categories.';

@@ -1,9 +1,10 @@
-"""The slice aggregates the dashboard's filters read (agg_sales_slices, agg_customer_slices), on a
-real PostgreSQL with a dirty generated dataset: every *_SLICES_SQL statement gives exactly what
-the same statement on the order lines (*_LINES_SQL, fact_sales joined to the dimensions) gives,
-for several filter combinations and date ranges; the Overview's customer count from the
-aggregates equals the count on the order lines; and the slices refreshed batch by batch (with
-customers changing segment) equal a full rebuild."""
+"""The slice aggregates the dashboard's filters read (agg_sales_slices, agg_order_category_sets,
+agg_customer_slices), on a real PostgreSQL with a dirty generated dataset: every *_SLICES_SQL
+statement gives exactly what the same statement on the order lines (queries.LINES_REFERENCE,
+fact_sales joined to the dimensions) gives, for several filter combinations (two categories
+included: an order with lines in both is one order) and date ranges; the Overview's customer
+count from the aggregates equals the count on the order lines; and the slices refreshed batch by
+batch (with customers changing segment) equal a full rebuild."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+import pandas as pd
 import psycopg2
 import pytest
 from test_warehouse_support import fetch, scalar, table_checksums
@@ -25,7 +27,7 @@ from dwh.stage import RunOptions  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-# statements that exist in both forms: <NAME>_SLICES_SQL and <NAME>_LINES_SQL
+# statements that exist in both forms: <NAME>_SLICES_SQL and queries.LINES_REFERENCE[<NAME>]
 PAIRS = (
     "KPIS",
     "DAILY",
@@ -36,7 +38,12 @@ PAIRS = (
     "PAYMENTS",
     "PAYMENTS_MONTHLY",
 )
-SLICE_TABLES = ("agg_sales_slices", "agg_customer_slices", "agg_customer_metrics")
+SLICE_TABLES = (
+    "agg_sales_slices",
+    "agg_order_category_sets",
+    "agg_customer_slices",
+    "agg_customer_metrics",
+)
 
 
 def _rows(conn, text: str, params: dict) -> list[tuple]:
@@ -85,6 +92,9 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
             {"segments": ("Regular",)},
             {"segments": ("New", "VIP"), "states": tuple(states)},
             {"categories": (categories[1],), "states": (states[1],), "segments": ("Regular",)},
+            {"categories": tuple(categories)},
+            {"categories": tuple(categories), "segments": ("Regular", "VIP")},
+            {"categories": tuple(categories), "states": (states[0],)},
         ]
         windows = [
             (first, last),  # all
@@ -98,11 +108,11 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                 filters = queries.Filters(
                     start=start, end=end, data_start=first, data_end=last, **combo
                 )
-                assert filters.slices_apply and filters.touches_data_edge
+                assert filters.touches_data_edge
                 params = filters.params()
                 for name in PAIRS:
                     slices = _rows(conn, getattr(queries, f"{name}_SLICES_SQL"), params)
-                    lines = _rows(conn, getattr(queries, f"{name}_LINES_SQL"), params)
+                    lines = _rows(conn, queries.LINES_REFERENCE[name], params)
                     assert slices == lines, (name, combo, start, end)
                     compared += len(lines)
                 kpis = fetch(conn, queries.KPIS_SLICES_SQL, params)[0]
@@ -113,6 +123,26 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                     assert agg == fetch(conn, queries.KPIS_RANGE_SQL, params)
                     assert agg == fetch(conn, queries.KPIS_LINES_SQL, params)
         assert compared > 1000
+        # with both categories selected, an order holding both counts once: fewer orders than the
+        # two categories' orders added (so the correction of agg_order_category_sets is exercised)
+        params = queries.Filters(
+            start=first, end=last, data_start=first, data_end=last, categories=tuple(categories)
+        ).params()
+        both = fetch(conn, queries.KPIS_SLICES_SQL, params)[0][1]
+        each = sum(
+            fetch(conn, queries.KPIS_SLICES_SQL, {**params, "categories": [c]})[0][1]
+            for c in categories
+        )
+        assert 0 < both < each
+        assert scalar(conn, "SELECT count(*) FROM warehouse.agg_order_category_sets") > 0
+        assert (
+            scalar(
+                conn,
+                "SELECT count(*) FROM warehouse.agg_order_category_sets"
+                " WHERE cardinality(categories) < 2 OR orders <= 0",
+            )
+            == 0
+        )
         # an order with lines in several categories: the reason orders_first exists
         assert (
             scalar(
@@ -133,7 +163,14 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
         conn.close()
 
 
-def test_routing_keeps_the_lines_where_slices_cannot_answer():
+def test_routing_keeps_the_lines_where_slices_cannot_answer(monkeypatch):
+    issued: list[str] = []
+
+    def fake_fetch(endpoint, query, params=None):
+        issued.append(query)
+        return pd.DataFrame([{"revenue": 0, "orders": 0, "customers": 0}])
+
+    monkeypatch.setattr(queries, "fetch_frame", fake_fetch)
     day = dt.date(2025, 1, 1)
     edge = {"data_start": day, "data_end": day + dt.timedelta(days=100)}
     one = queries.Filters(start=day, end=day + dt.timedelta(days=9), categories=("A",), **edge)
@@ -141,9 +178,22 @@ def test_routing_keeps_the_lines_where_slices_cannot_answer():
     inside = queries.Filters(
         start=day + dt.timedelta(days=10), end=day + dt.timedelta(days=20), states=("X",), **edge
     )
-    assert one.slices_apply and one.touches_data_edge
-    assert not two.slices_apply  # orders per category do not add up over two categories
+    assert one.touches_data_edge and two.touches_data_edge
     assert not inside.touches_data_edge  # customers: neither end of the data in the range
+    # any number of categories: the slices (orders corrected by agg_order_category_sets)
+    for filters in (one, two, inside):
+        queries.daily(None, filters)
+        assert issued[-1] is queries.DAILY_SLICES_SQL
+        queries.payments_monthly(None, filters)
+        assert issued[-1] is queries.PAYMENTS_MONTHLY_SLICES_SQL
+    for filters in (one, two):
+        queries.kpis(None, filters)
+        assert issued[-1] is queries.KPIS_SLICES_SQL
+    # distinct customers over a range inside the data: the order lines
+    queries.kpis(None, inside)
+    assert issued[-1] is queries.KPIS_LINES_SQL
+    queries.spend_by_state(None, inside)
+    assert issued[-1] is queries.STATES_LINES_SQL
 
 
 def test_incremental_slices_equal_a_full_rebuild(db_url, make_settings):

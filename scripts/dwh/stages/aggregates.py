@@ -34,6 +34,7 @@ AGGREGATES: tuple[str, ...] = (
     "agg_monthly_cohorts",
     "agg_sales_slices",
     "agg_customer_slices",
+    "agg_order_category_sets",
 )
 
 # Memory for this stage's hash aggregates (SET LOCAL: this transaction only), so that grouping

@@ -1,0 +1,99 @@
+-- agg_order_category_sets: orders with lines in two or more categories, per day x set of
+-- categories x state x customer segment x payment method (the keys of agg_sales_slices, with the
+-- order's whole set of categories instead of one). With several categories selected, the
+-- dashboard counts orders as the sum of agg_sales_slices.orders over the selected categories
+-- minus, for each order here, the number of selected categories it holds minus one: each order
+-- once, exactly (docs/warehouse.md). Orders with one category need no row: they are counted once.
+-- Touched dates are deleted and inserted again from _agg_order_cat (built by agg_daily_sales.sql:
+-- one row per order x category of the touched dates, every date with full). Like
+-- agg_sales_slices, a touched customer whose segment changed moves its orders on other dates from
+-- the old segment's rows to the new one's, as a delta read through the fact's customer index.
+-- Segment: the customer's current one, so this runs after agg_customer_metrics.
+-- Parameter: full (every date). Returns the customers whose orders moved.
+
+DROP TABLE IF EXISTS _agg_set_moves, _agg_set_delta, _agg_set_merged;
+
+DELETE FROM warehouse.agg_order_category_sets
+WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates));
+
+INSERT INTO warehouse.agg_order_category_sets (
+    date_key, categories, state, customer_segment, payment_method_key, orders
+)
+SELECT o.date_key, o.categories, o.state, m.customer_segment, o.payment_method_key,
+       count(*)::integer
+FROM (
+    -- an order: its date, customer, state and payment method, and its non-NULL categories
+    -- (distinct per order in _agg_order_cat), sorted in byte order
+    SELECT s.date_key, s.customer_id, s.state, s.payment_method_key,
+           array_agg(s.category ORDER BY s.category) FILTER (WHERE s.category IS NOT NULL)
+               AS categories
+    FROM _agg_order_cat s
+    GROUP BY s.date_key, s.transaction_id, s.customer_id, s.state, s.payment_method_key
+    HAVING count(s.category) >= 2
+) o
+LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = o.customer_id
+GROUP BY o.date_key, o.categories, o.state, m.customer_segment, o.payment_method_key;
+
+-- ── segment moves (incremental only): orders on untouched dates change segment ──────────────
+CREATE TEMP TABLE _agg_set_moves ON COMMIT DROP AS
+SELECT k.customer_id, k.old_segment, m.customer_segment AS new_segment
+FROM _agg_customers k
+JOIN warehouse.agg_customer_metrics m ON m.customer_id = k.customer_id
+WHERE NOT %(full)s
+  AND k.old_segment IS NOT NULL
+  AND k.old_segment IS DISTINCT FROM m.customer_segment;
+
+CREATE TEMP TABLE _agg_set_delta ON COMMIT DROP AS
+WITH moved_orders AS (
+    SELECT f.date_key, c.state COLLATE "C" AS state, f.payment_method_key, mv.old_segment,
+           mv.new_segment,
+           array_agg(DISTINCT p.category COLLATE "C" ORDER BY p.category COLLATE "C")
+               FILTER (WHERE p.category IS NOT NULL) AS categories
+    FROM _agg_set_moves mv
+    JOIN warehouse.dim_customers c ON c.customer_id = mv.customer_id
+    JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
+    JOIN warehouse.dim_products p ON p.product_key = f.product_key
+    WHERE f.date_key NOT IN (SELECT date_key FROM _agg_dates)
+    GROUP BY f.date_key, f.transaction_id, c.customer_id, c.state, f.payment_method_key,
+             mv.old_segment, mv.new_segment
+    HAVING count(DISTINCT p.category) >= 2
+)
+SELECT date_key, categories, state, segment AS customer_segment, payment_method_key,
+       sum(sign)::integer AS orders
+FROM (
+    SELECT moved_orders.*, old_segment AS segment, -1 AS sign FROM moved_orders
+    UNION ALL
+    SELECT moved_orders.*, new_segment AS segment, 1 AS sign FROM moved_orders
+) x
+GROUP BY date_key, categories, state, segment, payment_method_key;
+
+CREATE TEMP TABLE _agg_set_merged ON COMMIT DROP AS
+WITH removed AS (
+    DELETE FROM warehouse.agg_order_category_sets t
+    USING _agg_set_delta d
+    WHERE t.date_key = d.date_key
+      AND t.payment_method_key = d.payment_method_key
+      AND t.categories = d.categories
+      AND t.state IS NOT DISTINCT FROM d.state
+      AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
+    RETURNING t.*
+)
+SELECT date_key, categories, state, customer_segment, payment_method_key,
+       sum(orders)::integer AS orders
+FROM (
+    SELECT date_key, categories, state, customer_segment, payment_method_key, orders
+    FROM removed
+    UNION ALL
+    SELECT date_key, categories, state, customer_segment, payment_method_key, orders
+    FROM _agg_set_delta
+) x
+GROUP BY date_key, categories, state, customer_segment, payment_method_key;
+
+INSERT INTO warehouse.agg_order_category_sets (
+    date_key, categories, state, customer_segment, payment_method_key, orders
+)
+SELECT date_key, categories, state, customer_segment, payment_method_key, orders
+FROM _agg_set_merged
+WHERE orders <> 0;
+
+SELECT count(*) AS moved_customers FROM _agg_set_moves;
