@@ -510,7 +510,8 @@ def test_one_by_one_equals_all_at_once_equals_full_refresh(db_url, second_db, ma
 
 
 # Batch 4 (2024-03-21): late lines for order T11 of batch 3 (P1 is already in it, P3 is not), a
-# new order of C1 with two lines of P1, a new customer's first order, and a changed line (I16).
+# new order of C1 with two lines of P1, a late order of C1 in a month it was already active in, a
+# new customer's first order, and a changed line (I16).
 BATCH_4 = Batch(
     "batch_0004",
     dt.date(2024, 3, 21),
@@ -518,6 +519,7 @@ BATCH_4 = Batch(
     transactions=[
         Transaction("T14", "C1", dt.date(2024, 3, 21), "UPI"),
         Transaction("T15", "C9", dt.date(2024, 3, 21), "Credit Card"),
+        Transaction("T16", "C1", dt.date(2024, 1, 31), "UPI"),
     ],
     items=[
         Item("I19", "T11", "P1", 1, D("500.00"), D("5")),
@@ -525,6 +527,7 @@ BATCH_4 = Batch(
         Item("I21", "T14", "P1", 1, D("500.00"), D("0")),
         Item("I22", "T14", "P1", 2, D("490.00"), D("10")),
         Item("I23", "T15", "P3", 1, D("60.00"), D("20")),
+        Item("I24", "T16", "P4", 1, D("20.00"), D("0")),
         replace(BATCH_3.items[1], quantity=4),  # I16 of T12 (C2, P2) changed
     ],
 )
@@ -538,6 +541,7 @@ def test_inserted_lines_are_added_to_the_stored_aggregates(wh):
     for batch in (BATCH_1, BATCH_2, BATCH_3):
         load_batch(conn, batch)
         run_stages(conn, settings)
+    assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
     orders_before = dict(
         fetch(conn, "SELECT product_id, transactions FROM warehouse.agg_product_performance")
     )
@@ -545,7 +549,7 @@ def test_inserted_lines_are_added_to_the_stored_aggregates(wh):
     result = run_stages(conn, settings)
     assert result["warehouse"].details["fact_sales"]["updated"] == 1
     touched = result["aggregates"].details["touched"]
-    assert touched["added"] == 5 and not result["aggregates"].details["full_refresh"]
+    assert touched["added"] == 6 and not result["aggregates"].details["full_refresh"]
     # T11 already had P1: only T14 adds an order to P1; P3 gains T11 and T15
     orders_after = dict(
         fetch(conn, "SELECT product_id, transactions FROM warehouse.agg_product_performance")

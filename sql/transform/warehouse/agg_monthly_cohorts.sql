@@ -1,10 +1,14 @@
--- agg_monthly_cohorts: recompute the cohort x month cells the touched customers were active in;
--- rebuild whole cohorts a customer moved into or out of (an earlier first purchase arrived);
--- then refresh cohort sizes and retention rates (one row per cell: no fact scan).
+-- agg_monthly_cohorts: refresh the cohort x month cells the touched customers were active in:
+-- a cell touched only by inserted lines of customers who stay in their cohort gets their revenue
+-- and the customers active in it for the first time added; a cell a customer to recompute was
+-- active in is recomputed from the facts of its month; whole cohorts a customer moved into or out
+-- of (an earlier first purchase arrived) are rebuilt; then refresh cohort sizes and retention
+-- rates (one row per cell: no fact scan).
 -- Runs after agg_customer_metrics.sql (it reads the new first purchase dates).
 -- Parameter: full (every cohort). Returns the cells whose size or rate changed.
 
-DROP TABLE IF EXISTS _agg_cohort_moves, _agg_cohort_rebuild, _agg_cohort_cells;
+DROP TABLE IF EXISTS _agg_cohort_moves, _agg_cohort_rebuild, _agg_cohort_cells,
+    _agg_cohort_adds;
 
 CREATE TEMP TABLE _agg_cohort_moves ON COMMIT DROP AS
 SELECT t.customer_id, t.old_cohort,
@@ -19,15 +23,63 @@ UNION
 SELECT new_cohort FROM _agg_cohort_moves
 WHERE old_cohort IS NOT NULL AND new_cohort IS NOT NULL AND old_cohort <> new_cohort;
 
+-- cells to recompute: those of the customers to recompute
 CREATE TEMP TABLE _agg_cohort_cells ON COMMIT DROP AS
 SELECT DISTINCT m.new_cohort AS cohort_month, c.activity_month
 FROM _agg_cells c
+JOIN _agg_customers k ON k.customer_id = c.customer_id AND k.recompute
 JOIN _agg_cohort_moves m ON m.customer_id = c.customer_id
 WHERE m.new_cohort IS NOT NULL
   AND m.new_cohort NOT IN (SELECT cohort_month FROM _agg_cohort_rebuild);
 
 ANALYZE _agg_cohort_rebuild;
 ANALYZE _agg_cohort_cells;
+
+-- cells to add to: per customer and month of its inserted lines, their revenue, and whether the
+-- customer had no line in that month before (its lines in the month, through the fact's
+-- customer index, are all inserted ones)
+CREATE TEMP TABLE _agg_cohort_adds ON COMMIT DROP AS
+SELECT m.new_cohort AS cohort_month, x.activity_month,
+       count(*) FILTER (WHERE x.lines = (
+           SELECT count(*) FROM warehouse.dim_customers c
+           JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
+           WHERE c.customer_id = x.customer_id
+             AND f.date_key BETWEEN x.month_key + 1 AND x.month_key + 31))::integer AS new_active,
+       sum(x.revenue) AS revenue
+FROM (
+    SELECT a.customer_id, a.date_key / 100 * 100 AS month_key,
+           date_trunc('month', to_date(a.date_key::text, 'YYYYMMDD'))::date AS activity_month,
+           count(*) AS lines, sum(a.line_total) AS revenue
+    FROM _agg_added a
+    JOIN _agg_customers k ON k.customer_id = a.customer_id AND NOT k.recompute
+    WHERE NOT %(full)s AND a.date_key > 0
+    GROUP BY 1, 2, 3
+) x
+JOIN _agg_cohort_moves m ON m.customer_id = x.customer_id
+WHERE m.new_cohort IS NOT NULL
+  AND m.new_cohort NOT IN (SELECT cohort_month FROM _agg_cohort_rebuild)
+  AND (m.new_cohort, x.activity_month) NOT IN
+      (SELECT cohort_month, activity_month FROM _agg_cohort_cells)
+GROUP BY 1, 2;
+
+UPDATE warehouse.agg_monthly_cohorts a
+SET active_customers = a.active_customers + d.new_active,
+    revenue = a.revenue + d.revenue
+FROM _agg_cohort_adds d
+WHERE a.cohort_month = d.cohort_month AND a.activity_month = d.activity_month;
+
+INSERT INTO warehouse.agg_monthly_cohorts (
+    cohort_month, months_since, activity_month, cohort_size, active_customers, retention_rate,
+    revenue
+)
+SELECT
+    d.cohort_month,
+    ((extract(year FROM d.activity_month) - extract(year FROM d.cohort_month)) * 12
+      + extract(month FROM d.activity_month) - extract(month FROM d.cohort_month))::integer,
+    d.activity_month, 0, d.new_active, 0, d.revenue
+FROM _agg_cohort_adds d
+WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_monthly_cohorts a
+                  WHERE a.cohort_month = d.cohort_month AND a.activity_month = d.activity_month);
 
 DELETE FROM warehouse.agg_monthly_cohorts a
 WHERE %(full)s
