@@ -510,8 +510,9 @@ def test_one_by_one_equals_all_at_once_equals_full_refresh(db_url, second_db, ma
 
 
 # Batch 4 (2024-03-21): late lines for order T11 of batch 3 (P1 is already in it, P3 is not), a
-# new order of C1 with two lines of P1, a late order of C1 in a month it was already active in, a
-# new customer's first order, and a changed line (I16).
+# new order of C1 with two lines of P1, late orders in February (C2 was active then, C1 was not,
+# both before and after), a late order of C1 in its first month, a new customer's first order,
+# and a changed line of C3 (I14).
 BATCH_4 = Batch(
     "batch_0004",
     dt.date(2024, 3, 21),
@@ -520,6 +521,8 @@ BATCH_4 = Batch(
         Transaction("T14", "C1", dt.date(2024, 3, 21), "UPI"),
         Transaction("T15", "C9", dt.date(2024, 3, 21), "Credit Card"),
         Transaction("T16", "C1", dt.date(2024, 1, 31), "UPI"),
+        Transaction("T17", "C1", dt.date(2024, 2, 15), "UPI"),
+        Transaction("T18", "C2", dt.date(2024, 2, 20), "UPI"),
     ],
     items=[
         Item("I19", "T11", "P1", 1, D("500.00"), D("5")),
@@ -528,7 +531,9 @@ BATCH_4 = Batch(
         Item("I22", "T14", "P1", 2, D("490.00"), D("10")),
         Item("I23", "T15", "P3", 1, D("60.00"), D("20")),
         Item("I24", "T16", "P4", 1, D("20.00"), D("0")),
-        replace(BATCH_3.items[1], quantity=4),  # I16 of T12 (C2, P2) changed
+        Item("I25", "T17", "P4", 2, D("20.00"), D("0")),
+        Item("I26", "T18", "P4", 1, D("20.00"), D("0")),
+        replace(BATCH_2.items[3], quantity=6),  # I14 of T10 (C3, P4) changed
     ],
 )
 
@@ -549,7 +554,7 @@ def test_inserted_lines_are_added_to_the_stored_aggregates(wh):
     result = run_stages(conn, settings)
     assert result["warehouse"].details["fact_sales"]["updated"] == 1
     touched = result["aggregates"].details["touched"]
-    assert touched["added"] == 6 and not result["aggregates"].details["full_refresh"]
+    assert touched["added"] == 8 and not result["aggregates"].details["full_refresh"]
     # T11 already had P1: only T14 adds an order to P1; P3 gains T11 and T15
     orders_after = dict(
         fetch(conn, "SELECT product_id, transactions FROM warehouse.agg_product_performance")

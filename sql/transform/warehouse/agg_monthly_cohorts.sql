@@ -36,15 +36,23 @@ ANALYZE _agg_cohort_rebuild;
 ANALYZE _agg_cohort_cells;
 
 -- cells to add to: per customer and month of its inserted lines, their revenue, and whether the
--- customer had no line in that month before (its lines in the month, through the fact's
--- customer index, are all inserted ones)
+-- customer had no line in that month before: decided by its first and last purchase before this
+-- refresh (_agg_customer_old, agg_customer_metrics.sql) for a new customer, a month after its
+-- last one (a day's batch) or the month of its first or last one; otherwise by its lines in the
+-- month, through the fact's customer index, being all inserted ones
 CREATE TEMP TABLE _agg_cohort_adds ON COMMIT DROP AS
 SELECT m.new_cohort AS cohort_month, x.activity_month,
-       count(*) FILTER (WHERE x.lines = (
-           SELECT count(*) FROM warehouse.dim_customers c
-           JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
-           WHERE c.customer_id = x.customer_id
-             AND f.date_key BETWEEN x.month_key + 1 AND x.month_key + 31))::integer AS new_active,
+       count(*) FILTER (WHERE CASE
+           WHEN o.customer_id IS NULL THEN true
+           WHEN x.activity_month > o.last_purchase_date THEN true
+           WHEN x.activity_month = date_trunc('month', o.last_purchase_date)::date
+             OR x.activity_month = date_trunc('month', o.first_purchase_date)::date THEN false
+           ELSE x.lines = (
+               SELECT count(*) FROM warehouse.dim_customers c
+               JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
+               WHERE c.customer_id = x.customer_id
+                 AND f.date_key BETWEEN x.month_key + 1 AND x.month_key + 31)
+       END)::integer AS new_active,
        sum(x.revenue) AS revenue
 FROM (
     SELECT a.customer_id, a.date_key / 100 * 100 AS month_key,
@@ -56,6 +64,7 @@ FROM (
     GROUP BY 1, 2, 3
 ) x
 JOIN _agg_cohort_moves m ON m.customer_id = x.customer_id
+LEFT JOIN _agg_customer_old o ON o.customer_id = x.customer_id
 WHERE m.new_cohort IS NOT NULL
   AND m.new_cohort NOT IN (SELECT cohort_month FROM _agg_cohort_rebuild)
   AND (m.new_cohort, x.activity_month) NOT IN
