@@ -19,7 +19,7 @@ import pytest
 from dwh import contract
 from dwh.defects import DEFECT_CLASSES
 from dwh.exceptions import ConfigError
-from dwh.generator import CATEGORY_VARIANTS, csvfile, generate_batch
+from dwh.generator import CATEGORY_VARIANTS, batch, csvfile, generate_batch
 from dwh.settings import load_settings
 from dwh.stage import RunContext, RunOptions
 from dwh.stages import generate as generate_stage
@@ -252,6 +252,20 @@ def test_same_seed_gives_identical_files_and_other_seed_does_not(tmp_path, clean
         assert sha256(again / name) == sha256(clean / name), name
     for name in names:
         assert sha256(other / name) != sha256(clean / name), name
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_worker_processes_do_not_change_the_files(tmp_path, monkeypatch, workers) -> None:
+    """Order chunks formatted inline (0) or by forked worker processes give the same bytes."""
+    folders = []
+    for run, count in (("inline", 0), ("workers", workers)):
+        monkeypatch.setattr(batch, "worker_count", lambda count=count: count)
+        settings = make_settings(tmp_path / run, chunk_rows=300, dirty_rate=0.05)
+        folders.append([generate_batch(settings, next_batch=n > 0) for n in range(2)])
+    names = [f.name for f in contract.SOURCE_FILES] + [contract.MANIFEST_NAME]
+    for one, other in zip(*folders, strict=True):
+        for name in names:
+            assert sha256(one / name) == sha256(other / name), (one.name, name)
 
 
 def test_scale_multiplies_the_volumes(tmp_path) -> None:

@@ -6,7 +6,8 @@
 pipeline must find). See ``dwh.generator.dirty`` for the defect injection.
 
 Modules: ``pools`` (Faker value pools, vocabularies), ``entities`` (customers, products),
-``orders`` (transactions, order lines), ``dirty`` (defects), ``csvfile`` (CSV output),
+``orders`` (transactions, order lines), ``dirty`` (defects), ``columns`` (numpy formatting of
+CSV lines), ``csvfile`` (CSV output), ``workers`` (chunks formatted in worker processes),
 ``batch`` (folders and manifest).
 """
 

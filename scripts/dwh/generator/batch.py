@@ -22,7 +22,7 @@ from dwh.contract import CUSTOMERS, MANIFEST_NAME, PRODUCTS, TRANSACTION_ITEMS, 
 from dwh.defects import DEFECT_CLASSES
 from dwh.exceptions import BadInputError, ConfigError
 from dwh.generator import entities as ent
-from dwh.generator.csvfile import CsvWriter, line
+from dwh.generator.csvfile import CsvWriter, Rows, line
 from dwh.generator.dirty import Injector, Plan, make_plan
 from dwh.generator.orders import (
     Block,
@@ -33,9 +33,13 @@ from dwh.generator.orders import (
     plan_blocks,
 )
 from dwh.generator.pools import STATES, Pools, build_pools
+from dwh.generator.workers import OrderedJobs, worker_count
 from dwh.settings import Settings
 
 GENERATOR_VERSION = 1
+# Rows formatted at once at most (fewer when generator.chunk_rows is lower): formatting holds
+# a few hundred bytes of temporary arrays per row, so this keeps memory flat and small.
+FORMAT_ROWS = 32_768
 BATCH_PATTERN = re.compile(r"^batch_(\d{4,})$")
 MIN_WIDTHS = {"customer": 4, "product": 4, "transaction": 5, "item": 5}
 _TEMP_PREFIX = ".tmp-"
@@ -47,7 +51,7 @@ _SOURCES = {
 }
 log = logging.getLogger(__name__)
 
-Chunks = Callable[[dict[str, int]], Iterator[tuple[int, list[str]]]]
+Chunks = Callable[[dict[str, int]], Iterator[tuple[int, Rows]]]
 
 
 def batch_folders(raw_dir: Path) -> list[Path]:
@@ -169,15 +173,15 @@ def _history_spec(settings: Settings, seed: int, scale: float, rate: float) -> _
     days = np.arange(start, end + 1)
     weights = day_weights(days)
     counts = rng.multinomial(n_t, weights / weights.sum())
-    chunk = g.chunk_rows
+    chunk = min(g.chunk_rows, FORMAT_ROWS)
 
-    def customer_chunks(widths: dict[str, int]) -> Iterator[tuple[int, list[str]]]:
+    def customer_chunks(widths: dict[str, int]) -> Iterator[tuple[int, Rows]]:
         for lo in range(0, n_c, chunk):
-            yield lo, cust.lines(pools, widths["customer"], lo, lo + chunk)
+            yield lo, cust.rows(pools, widths["customer"], lo, lo + chunk)
 
-    def product_chunks(widths: dict[str, int]) -> Iterator[tuple[int, list[str]]]:
+    def product_chunks(widths: dict[str, int]) -> Iterator[tuple[int, Rows]]:
         for lo in range(0, n_p, chunk):
-            yield lo, prod.lines(pools, widths["product"], lo, lo + chunk)
+            yield lo, Rows.of_lines(prod.lines(pools, widths["product"], lo, lo + chunk))
 
     return _Spec(
         batch_number=1,
@@ -282,11 +286,12 @@ def _next_spec(
         seed,
     )
 
-    def customer_chunks(widths: dict[str, int]) -> Iterator[tuple[int, list[str]]]:
-        yield 0, [line(f) for f in changed_c] + new_c.lines(pools, widths["customer"])
+    def customer_chunks(widths: dict[str, int]) -> Iterator[tuple[int, Rows]]:
+        new_lines = new_c.rows(pools, widths["customer"]).lines()
+        yield 0, Rows.of_lines([line(f) for f in changed_c] + new_lines)
 
-    def product_chunks(widths: dict[str, int]) -> Iterator[tuple[int, list[str]]]:
-        yield 0, [line(f) for f in changed_p] + new_p.lines(pools, widths["product"])
+    def product_chunks(widths: dict[str, int]) -> Iterator[tuple[int, Rows]]:
+        yield 0, Rows.of_lines([line(f) for f in changed_p] + new_p.lines(pools, widths["product"]))
 
     return _Spec(
         batch_number=batch_number,
@@ -330,8 +335,12 @@ def _write(settings: Settings, spec: _Spec) -> Path:
         first_txn=spec.last_ids["transaction"] + 1,
         first_item=spec.last_ids["item"] + 1,
     )
-    spec.volumes["transactions"] = sum(b.size for b in spec.blocks)
-    spec.volumes["transaction_items"] = orders.total_items(spec.blocks)
+    # Order chunks are drawn and formatted by worker processes when that is possible, while
+    # this process writes.
+    order_chunks = orders.plan(spec.blocks, min(g.chunk_rows, FORMAT_ROWS))
+    workers = worker_count() if len(order_chunks) > 1 else 0
+    spec.volumes["transactions"] = sum(c.txns for c in order_chunks)
+    spec.volumes["transaction_items"] = sum(c.items for c in order_chunks)
     base = {  # clean rows per file
         "customer": spec.customers[0],
         "product": spec.products[0],
@@ -375,18 +384,22 @@ def _write(settings: Settings, spec: _Spec) -> Path:
     tmp.mkdir()
     writers: dict[str, CsvWriter] = {}
     try:
-        for k, source in _SOURCES.items():
-            writers[k] = CsvWriter(tmp / source.name, source.columns)
-        for kind, (_, chunks) in (("customer", spec.customers), ("product", spec.products)):
-            wrote = False
-            for start, lines in chunks(widths):
-                writers[kind].write(injectors[kind].apply(start, lines))
-                wrote = True
-            if not wrote:
-                writers[kind].write(injectors[kind].apply(0, []))
-        for t_start, t_lines, i_start, i_lines in orders.chunks(spec.blocks, g.chunk_rows):
-            writers["transaction"].write(injectors["transaction"].apply(t_start, t_lines))
-            writers["item"].write(injectors["item"].apply(i_start, i_lines))
+        # The workers start on the first order chunks while the customers and products are
+        # written; they are forked before the writers start their threads.
+        with OrderedJobs(orders.rows, order_chunks, workers) as order_rows:
+            for k, source in _SOURCES.items():
+                writers[k] = CsvWriter(tmp / source.name, source.columns)
+            for kind, (_, chunks) in (("customer", spec.customers), ("product", spec.products)):
+                wrote = False
+                for start, rows in chunks(widths):
+                    writers[kind].write(injectors[kind].apply(start, rows))
+                    wrote = True
+                if not wrote:
+                    writers[kind].write(injectors[kind].apply(0, Rows.of_lines([])))
+            for chunk, (txn_rows, item_rows) in zip(order_chunks, order_rows, strict=True):
+                txn_rows = injectors["transaction"].apply(chunk.txn_row, txn_rows)
+                writers["transaction"].write(txn_rows)
+                writers["item"].write(injectors["item"].apply(chunk.item_row, item_rows))
         for injector in injectors.values():
             injector.check_done()
         stats = {files[k]: writers.pop(k).close() for k in files}

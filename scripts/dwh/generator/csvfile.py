@@ -1,5 +1,6 @@
-"""CSV output: RFC 4180 fields (minimal quoting, "" escaping), "\\n" line ends, UTF-8, and a
-writer that counts rows and bytes and hashes the file while it streams it in chunks."""
+"""CSV output: RFC 4180 fields (minimal quoting, "" escaping), "\\n" line ends, UTF-8, chunks of
+ready-made lines (`Rows`), and a writer that counts rows and bytes and hashes the file while it
+streams it in chunks (hashing and writing in a background thread, next to the formatting)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import csv
 import hashlib
 import os
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,44 +44,81 @@ def cents_of(text: str) -> int:
     return -value if whole.startswith("-") else value
 
 
-def split_cents(cents: np.ndarray) -> tuple[list[int], list[int]]:
-    """Non-negative cents → (whole units, hundredths) as lists, for '%d.%02d' formatting."""
-    whole, part = np.divmod(cents, 100)
-    return whole.tolist(), part.tolist()
-
-
 def day_strings(days: np.ndarray) -> list[str]:
     """Days since 1970-01-01 → ISO dates."""
     return np.asarray(days, dtype="datetime64[D]").astype(str).tolist()
 
 
+@dataclass(frozen=True)
+class Rows:
+    """A chunk of CSV lines: their UTF-8 bytes, one after the other, and each line's length."""
+
+    data: bytes
+    sizes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def lines(self) -> list[str]:
+        ends = np.cumsum(self.sizes).tolist()
+        starts = [0, *ends][:-1]
+        return [self.data[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
+
+    @classmethod
+    def of_lines(cls, lines: list[str]) -> Rows:
+        text = "".join(lines)
+        data = text.encode("utf-8")
+        if len(data) == len(text):  # ASCII: a character is a byte
+            return cls(data, np.array([len(s) for s in lines], dtype=np.int64))
+        return cls(data, np.array([len(s.encode("utf-8")) for s in lines], dtype=np.int64))
+
+
 class CsvWriter:
-    """Writes the header, then chunks of ready-made lines; `close` returns rows, sha256, bytes."""
+    """Writes the header, then chunks of lines; `close` returns rows, sha256, bytes.
+
+    A chunk is hashed and written by a background thread (both release the GIL) while the
+    caller prepares the next one; at most one chunk waits, and its error is raised by the next
+    `write` or by `close`."""
 
     def __init__(self, path: Path, columns: tuple[str, ...]):
         self.path = path
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
         self._sha = hashlib.sha256()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-writer")
+        self._pending: Future[None] | None = None
         self.rows = 0
         self.bytes = 0
-        self._put(",".join(columns) + "\n")
+        self._put((",".join(columns) + "\n").encode("utf-8"))
 
-    def _put(self, text: str) -> None:
-        data = text.encode("utf-8")
+    def _store(self, data: bytes) -> None:
         self._sha.update(data)
         self._file.write(data)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _put(self, data: bytes) -> None:
+        self._wait()
+        self._pending = self._thread.submit(self._store, data)
         self.bytes += len(data)
 
-    def write(self, lines: list[str]) -> None:
-        if lines:
-            self._put("".join(lines))
-            self.rows += len(lines)
+    def write(self, rows: Rows) -> None:
+        if len(rows):
+            self._put(rows.data)
+            self.rows += len(rows)
 
     def close(self) -> dict[str, Any]:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._wait()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            self._thread.shutdown()
+            self._file.close()
         return {"rows": self.rows, "sha256": self._sha.hexdigest(), "bytes": self.bytes}
 
     def abort(self) -> None:
+        self._thread.shutdown()  # a chunk being written ends first
         self._file.close()

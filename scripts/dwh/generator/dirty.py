@@ -38,7 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from dwh.defects import DEFECT_CLASSES, DefectClass
-from dwh.generator.csvfile import line, parse
+from dwh.generator.csvfile import Rows, line, parse
 
 CATEGORY_VARIANTS: dict[str, tuple[str, ...]] = {
     "Electronics": (
@@ -269,17 +269,19 @@ class Injector:
         self._pending: dict[int, str] = {}
         self._done = 0
 
-    def apply(self, start: int, lines: list[str]) -> list[str]:
-        """The chunk of clean lines for rows start.. with its defects, ready to write."""
+    def apply(self, start: int, rows: Rows) -> Rows:
+        """The chunk of clean rows start.. with its defects, ready to write (the same object
+        when no defect touches it)."""
         plan = self.plan
-        if len(plan.ev_pos) == 0:
-            return lines
-        end = start + len(lines)
-        lo_src, hi_src = np.searchsorted(plan.dup_src, [start, end])
-        for src in plan.dup_src[lo_src:hi_src].tolist():
-            self._pending[src] = lines[src - start]
+        end = start + len(rows)
+        lo_src, hi_src = (int(i) for i in np.searchsorted(plan.dup_src, [start, end]))
         lo = int(np.searchsorted(plan.ev_pos, start if start > 0 else -1))
         hi = int(np.searchsorted(plan.ev_pos, end))
+        if lo == hi and lo_src == hi_src:
+            return rows
+        lines = rows.lines()
+        for src in plan.dup_src[lo_src:hi_src].tolist():
+            self._pending[src] = lines[src - start]
         inserts: dict[int, list[str]] = defaultdict(list)
         events = zip(
             plan.ev_pos[lo:hi].tolist(),
@@ -302,7 +304,7 @@ class Injector:
                 inserts[local + 1].append(self._pending.pop(arg))
         self._done += hi - lo
         if not inserts:
-            return lines
+            return Rows.of_lines(lines)
         out: list[str] = []
         prev = 0
         for slot in sorted(inserts):
@@ -310,7 +312,7 @@ class Injector:
             out.extend(inserts[slot])
             prev = slot
         out.extend(lines[prev:])
-        return out
+        return Rows.of_lines(out)
 
     def check_done(self) -> None:
         if self._done != len(self.plan.ev_pos) or self._pending:

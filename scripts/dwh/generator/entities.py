@@ -14,7 +14,8 @@ from faker.providers.address.en_US import Provider as _UsAddress
 
 from dwh.contract import AGE_GROUPS, CATEGORIES, CUSTOMERS, PRODUCTS
 from dwh.exceptions import BadInputError
-from dwh.generator.csvfile import cents_of, day_strings, money
+from dwh.generator import columns
+from dwh.generator.csvfile import Rows, cents_of, money
 from dwh.generator.dirty import (
     CATEGORY_VARIANTS,
     UNPARSEABLE_NUMBERS,
@@ -89,6 +90,21 @@ def _obj(values: list[str]) -> np.ndarray:
 # ----------------------------------------------------------------------------- customers
 
 
+def _texts(pools: Pools) -> dict[str, columns.Table]:
+    """The pools' texts of a customer row, as lookup tables."""
+    texts = {
+        "first_q": pools.first_q,
+        "last_q": pools.last_q,
+        "first_email": pools.first_email,
+        "last_email": pools.last_email,
+        "domains": pools.domains,
+        "city_q": [quote(c) for c in pools.loc_city],
+        "state": [STATES[i][0] for i in pools.loc_state],
+        "age": list(AGE_GROUPS),
+    }
+    return {name: columns.Table(values) for name, values in texts.items()}
+
+
 @dataclass
 class CustomerRows:
     """New customers as arrays (indices into the pools), formatted in slices."""
@@ -105,28 +121,27 @@ class CustomerRows:
     def __len__(self) -> int:
         return len(self.numbers)
 
-    def lines(self, pools: Pools, width: int, lo: int = 0, hi: int | None = None) -> list[str]:
+    def rows(self, pools: Pools, width: int, lo: int = 0, hi: int | None = None) -> Rows:
         s = slice(lo, hi)
-        first, last, loc = self.first[s], self.last[s], self.loc[s]
-        nums = self.numbers[s].tolist()
-        state = np.asarray(pools.loc_state)[loc]
-        fmt = f"CUST%0{width}d,%s,%s,%s.%s%d@%s,%03d-%03d-%04d,%s,%s,%s,USA,%s\n"
-        rows = zip(
-            nums,
-            _obj(pools.first_q)[first].tolist(),
-            _obj(pools.last_q)[last].tolist(),
-            _obj(pools.first_email)[first].tolist(),
-            _obj(pools.last_email)[last].tolist(),
-            nums,
-            _obj(pools.domains)[self.domain[s]].tolist(),
-            *self.phone[s].T.tolist(),
-            day_strings(self.reg_days[s]),
-            _obj([quote(c) for c in pools.loc_city])[loc].tolist(),
-            _obj([name for name, _, _ in STATES])[state].tolist(),
-            _obj(list(AGE_GROUPS))[self.age[s]].tolist(),
-            strict=True,
-        )
-        return [fmt % r for r in rows]
+        first, last, loc, numbers = self.first[s], self.last[s], self.loc[s], self.numbers[s]
+        area, exchange, subscriber = self.phone[s].T
+        text = _texts(pools)
+        number = columns.number
+        return Rows(
+            *columns.pack(
+                len(numbers),
+                [
+                    "CUST", number(numbers, width),
+                    ",", text["first_q"].take(first), ",", text["last_q"].take(last),
+                    ",", text["first_email"].take(first), ".", text["last_email"].take(last),
+                    number(numbers), "@", text["domains"].take(self.domain[s]),
+                    ",", number(area, 3), "-", number(exchange, 3), "-", number(subscriber, 4),
+                    ",", columns.dates(self.reg_days[s]),
+                    ",", text["city_q"].take(loc), ",", text["state"].take(loc),
+                    ",USA,", text["age"].take(self.age[s]), "\n",
+                ],
+            )
+        )  # fmt: skip
 
     def city_state(self, pools: Pools) -> tuple[list[str], list[str]]:
         cities = [pools.loc_city[i] for i in self.loc.tolist()]
@@ -137,22 +152,23 @@ class CustomerRows:
 def draw_phones(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack(
         [rng.integers(201, 990, n), rng.integers(200, 1000, n), rng.integers(0, 10000, n)], axis=1
-    )
+    ).astype(np.int16)
 
 
 def draw_customers(
     rng: np.random.Generator, numbers: np.ndarray, reg_days: np.ndarray, pools: Pools
 ) -> CustomerRows:
     n = len(numbers)
+    # small integer types: at large scales these arrays are a good part of the memory used
     return CustomerRows(
         numbers=numbers,
-        first=rng.integers(0, len(pools.first), n),
-        last=rng.integers(0, len(pools.last), n),
-        domain=rng.choice(len(pools.domains), size=n, p=pools.domain_p),
+        first=rng.integers(0, len(pools.first), n).astype(np.int32),
+        last=rng.integers(0, len(pools.last), n).astype(np.int32),
+        domain=rng.choice(len(pools.domains), size=n, p=pools.domain_p).astype(np.int8),
         phone=draw_phones(rng, n),
-        reg_days=reg_days,
-        loc=rng.integers(0, len(pools.loc_city), n),
-        age=rng.choice(len(AGE_GROUPS), size=n, p=AGE_P),
+        reg_days=np.asarray(reg_days, dtype=np.int32),
+        loc=rng.integers(0, len(pools.loc_city), n).astype(np.int32),
+        age=rng.choice(len(AGE_GROUPS), size=n, p=AGE_P).astype(np.int8),
     )
 
 
@@ -199,12 +215,12 @@ def customer_book(
     span = (zip_hi - zip_lo + 1)[loc].astype(np.uint64)
     return CustomerBook(
         numbers=numbers,
-        reg_days=reg_days,
+        reg_days=reg_days.astype(np.int32),
         cum_w=np.cumsum(popularity(numbers, seed, 11, 1.5)),
-        loc=loc,
-        bnum=(np.uint64(1) + h % np.uint64(4999)).astype(np.int64),
-        street=((h >> np.uint64(16)) % np.uint64(streets)).astype(np.int64),
-        zip=zip_lo[loc] + ((h >> np.uint64(32)) % span).astype(np.int64),
+        loc=loc.astype(np.int32),
+        bnum=(np.uint64(1) + h % np.uint64(4999)).astype(np.int32),
+        street=((h >> np.uint64(16)) % np.uint64(streets)).astype(np.int32),
+        zip=(zip_lo[loc] + ((h >> np.uint64(32)) % span).astype(np.int64)).astype(np.int32),
         loc_city_in=_obj([c.replace('"', '""') for c in loc_city]),
         loc_abbr=_obj(abbr),
         loc_zip_lo=zip_lo,
@@ -359,13 +375,13 @@ def draw_products(rng: np.random.Generator, numbers: np.ndarray, pools: Pools) -
     stock[rng.random(n) < 0.05] = 0
     return ProductRows(
         numbers=numbers,
-        sub=sub,
-        noun=noun,
-        brand=rng.integers(0, len(pools.brands), n),
-        word=rng.integers(0, len(pools.words), n),
+        sub=sub.astype(np.int32),
+        noun=noun.astype(np.int32),
+        brand=rng.integers(0, len(pools.brands), n).astype(np.int32),
+        word=rng.integers(0, len(pools.words), n).astype(np.int32),
         price=price,
         cost=np.clip(cost, 1, price - 1),
-        stock=stock,
+        stock=stock.astype(np.int32),
     )
 
 
@@ -374,8 +390,7 @@ class ProductBook:
     """Every product an order line may hold, with its current price."""
 
     numbers: np.ndarray
-    price: np.ndarray
-    price_s: np.ndarray  # price as text, object array
+    price: np.ndarray  # cents
     cum_w: np.ndarray
 
 
@@ -383,7 +398,6 @@ def product_book(numbers: np.ndarray, price: np.ndarray, seed: int) -> ProductBo
     return ProductBook(
         numbers=numbers,
         price=price,
-        price_s=_obj([money(c) for c in price.tolist()]),
         cum_w=np.cumsum(popularity(numbers, seed, 31, 1.3)),
     )
 

@@ -7,13 +7,13 @@ of order lines can be counted up front cheaply (it is a block's first draw).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from dwh.contract import DISCOUNTS, PAYMENT_METHODS
-from dwh.generator.csvfile import day_strings, money, split_cents
+from dwh.generator.columns import Table, amount, dates, number, pack
+from dwh.generator.csvfile import Rows, money
 from dwh.generator.dirty import UNPARSEABLE_DATES, UNPARSEABLE_NUMBERS, Draws
 from dwh.generator.entities import CustomerBook, ProductBook, entity_id, from_epoch
 from dwh.generator.pools import (
@@ -66,6 +66,34 @@ def plan_blocks(days: np.ndarray, counts: np.ndarray) -> list[Block]:
     return blocks
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive blocks formatted together; rows count from 0 in the batch's files."""
+
+    blocks: tuple[Block, ...]
+    txn_row: int
+    item_row: int
+    txns: int
+    items: int
+
+
+def _cdf(p: np.ndarray) -> np.ndarray:
+    cdf = np.cumsum(p)
+    return cdf / cdf[-1]
+
+
+def _pick(rng: np.random.Generator, cdf: np.ndarray, n: int) -> np.ndarray:
+    """n indices drawn with the probabilities of `cdf`: rng.choice(len(cdf), n, p=p), the same
+    draws without its per-call checks."""
+    return cdf.searchsorted(rng.random(n), side="right")
+
+
+_HOUR_CDF = _cdf(HOUR_P)
+_PAYMENT_CDF = _cdf(PAYMENT_P)
+_QUANTITY_CDF = _cdf(QUANTITY_P)
+_DISCOUNT_CDF = _cdf(DISCOUNT_P)
+
+
 class OrderGenerator:
     """Draws blocks of transactions and formats them with their order lines."""
 
@@ -84,21 +112,17 @@ class OrderGenerator:
         self.seed, self.batch_number = seed, batch_number
         self.first_txn, self.first_item = first_txn, first_item
         self.items_v = np.arange(1, max(1, max_items) + 1)
-        self.items_p = item_p(max_items)
+        self.items_cdf = _cdf(item_p(max_items))
         self.customers, self.products, self.pools = customers, products, pools
-        self.street_in = np.array(pools.street_in, dtype=object)
-        self.pay = np.array(PAYMENT_METHODS, dtype=object)
-        self.fmt_txn = self.fmt_item = ""
+        self.streets = Table(pools.street_in)
+        self.cities = Table(customers.loc_city_in.tolist())
+        self.abbrs = Table(customers.loc_abbr.tolist())
+        self.pay = Table(PAYMENT_METHODS)
+        self.widths: dict[str, int] = {}
 
     def set_widths(self, w: dict[str, int]) -> None:
         """The id widths; needed before formatting."""
-        self.fmt_txn = (
-            f"TXN%0{w['transaction']}d,CUST%0{w['customer']}d,%s,%s,%s,"
-            '"%d %s, %s, %s %05d",%d.%02d\n'
-        )
-        self.fmt_item = (
-            f"ITEM%0{w['item']}d,TXN%0{w['transaction']}d,PROD%0{w['product']}d,%d,%s,%d,%d.%02d\n"
-        )
+        self.widths = dict(w)
 
     def _rng(self, block: Block) -> np.random.Generator:
         return np.random.default_rng(
@@ -107,27 +131,41 @@ class OrderGenerator:
 
     def item_counts(self, block: Block, rng: np.random.Generator | None = None) -> np.ndarray:
         rng = rng or self._rng(block)
-        return rng.choice(self.items_v, size=block.size, p=self.items_p)
+        return self.items_v[_pick(rng, self.items_cdf, block.size)]
 
-    def total_items(self, blocks: list[Block]) -> int:
-        return int(sum(int(self.item_counts(b).sum()) for b in blocks))
+    def plan(self, blocks: list[Block], chunk_rows: int) -> list[Chunk]:
+        """Consecutive blocks grouped into chunks of about chunk_rows order lines (the last
+        may be smaller), with the rows each chunk starts at."""
+        chunks: list[Chunk] = []
+        pending: list[Block] = []
+        txns = items = txn_row = item_row = 0
+        for i, block in enumerate(blocks):
+            if block.size:
+                pending.append(block)
+                txns += block.size
+                items += int(self.item_counts(block).sum())
+            if pending and (items >= chunk_rows or i == len(blocks) - 1):
+                chunks.append(Chunk(tuple(pending), txn_row, item_row, txns, items))
+                txn_row, item_row = txn_row + txns, item_row + items
+                pending, txns, items = [], 0, 0
+        return chunks
 
     def draw(self, block: Block) -> dict[str, np.ndarray]:
         """One block's transactions (sorted by time) and order lines, as arrays."""
         rng = self._rng(block)
         n = block.size
         counts = self.item_counts(block, rng)
-        secs = np.sort(rng.choice(24, size=n, p=HOUR_P) * 3600 + rng.integers(0, 3600, n))
+        secs = np.sort(_pick(rng, _HOUR_CDF, n) * 3600 + rng.integers(0, 3600, n))
         c = self.customers
         k = int(np.searchsorted(c.reg_days, block.day, side="right"))
         if k == 0:
             raise RuntimeError(f"no customer is registered on day {from_epoch(block.day)}")
         ci = np.searchsorted(c.cum_w, rng.random(n) * c.cum_w[k - 1], side="right")
         ci = np.minimum(ci, k - 1)
-        pay = rng.choice(len(PAYMENT_METHODS), size=n, p=PAYMENT_P)
+        pay = _pick(rng, _PAYMENT_CDF, n)
         away = rng.random(n) < AWAY_SHARE
         alt_loc = rng.integers(0, len(c.loc_city_in), n)
-        alt_street = rng.integers(0, len(self.street_in), n)
+        alt_street = rng.integers(0, len(self.streets.lengths), n)
         alt_bnum = rng.integers(1, 5000, n)
         alt_span = c.loc_zip_hi[alt_loc] - c.loc_zip_lo[alt_loc] + 1
         alt_zip = c.loc_zip_lo[alt_loc] + np.floor(rng.random(n) * alt_span).astype(np.int64)
@@ -146,8 +184,8 @@ class OrderGenerator:
                 break
             redraw = rng.random(int(again.sum())) * cum[-1]
             prod[again] = np.minimum(np.searchsorted(cum, redraw, side="right"), top)
-        qty = rng.choice(len(QUANTITY_P), size=m, p=QUANTITY_P) + 1
-        disc = _DISCOUNTS[rng.choice(len(DISCOUNT_P), size=m, p=DISCOUNT_P)]
+        qty = _pick(rng, _QUANTITY_CDF, m) + 1
+        disc = _DISCOUNTS[_pick(rng, _DISCOUNT_CDF, m)]
         line = (qty * p.price[prod] * (100 - disc) + 50) // 100  # cents, half up
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if n else np.zeros(0, np.int64)
         total = np.add.reduceat(line, starts) if m else np.zeros(0, np.int64)
@@ -168,86 +206,48 @@ class OrderGenerator:
             "line": line,
         }
 
-    def chunks(
-        self, blocks: list[Block], chunk_rows: int
-    ) -> Iterator[tuple[int, list[str], int, list[str]]]:
-        """(first transaction row, transaction lines, first item row, item lines) per chunk of
-        about chunk_rows order lines; transaction and item numbers start after the ones given."""
-        pending: list[dict[str, np.ndarray]] = []
-        lines_pending = 0
-        txn_row = item_row = 0
-        for i, block in enumerate(blocks):
-            if block.size:
-                part = self.draw(block)
-                pending.append(part)
-                lines_pending += len(part["line"])
-            if pending and (lines_pending >= chunk_rows or i == len(blocks) - 1):
-                arrays = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
-                txn, items = self._format(arrays, txn_row, item_row)
-                yield txn_row, txn, item_row, items
-                txn_row += len(txn)
-                item_row += len(items)
-                pending, lines_pending = [], 0
+    def rows(self, chunk: Chunk) -> tuple[Rows, Rows]:
+        """The CSV lines of a chunk's transactions and of its order lines."""
+        parts = [self.draw(block) for block in chunk.blocks]
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self._format(arrays, chunk.txn_row, chunk.item_row)
 
-    def _format(
-        self, a: dict[str, np.ndarray], txn_row: int, item_row: int
-    ) -> tuple[list[str], list[str]]:
-        """CSV lines of a chunk's transactions and order lines (formatted in slices to keep
-        the temporary lists small)."""
-        c, p = self.customers, self.products
-        txn_no = np.arange(self.first_txn + txn_row, self.first_txn + txn_row + len(a["secs"]))
-        txn_lines: list[str] = []
-        fmt = self.fmt_txn
-        for s in _slices(len(txn_no)):
-            total_w, total_c = split_cents(a["total"][s])
-            loc = a["loc"][s]
-            rows = zip(
-                txn_no[s].tolist(),
-                a["cust"][s].tolist(),
-                day_strings(a["day"][s]),
-                _TIMES[a["secs"][s]].tolist(),
-                self.pay[a["pay"][s]].tolist(),
-                a["bnum"][s].tolist(),
-                self.street_in[a["street"][s]].tolist(),
-                c.loc_city_in[loc].tolist(),
-                c.loc_abbr[loc].tolist(),
-                a["zip"][s].tolist(),
-                total_w,
-                total_c,
-                strict=True,
-            )
-            txn_lines += [fmt % r for r in rows]
-        item_txn = np.repeat(txn_no, a["counts"])
-        first = self.first_item + item_row
-        item_lines: list[str] = []
-        fmt = self.fmt_item
-        for s in _slices(len(item_txn)):
-            line_w, line_c = split_cents(a["line"][s])
-            prod = a["prod"][s]
-            rows = zip(
-                range(first + s.start, first + s.stop),
-                item_txn[s].tolist(),
-                p.numbers[prod].tolist(),
-                a["qty"][s].tolist(),
-                p.price_s[prod].tolist(),
-                a["disc"][s].tolist(),
-                line_w,
-                line_c,
-                strict=True,
-            )
-            item_lines += [fmt % r for r in rows]
-        return txn_lines, item_lines
-
-
-def _slices(n: int, size: int = 32768) -> Iterator[slice]:
-    for lo in range(0, n, size):
-        yield slice(lo, min(n, lo + size))
-
-
-_TIMES = np.array(
-    [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)],
-    dtype=object,
-)
+    def _format(self, a: dict[str, np.ndarray], txn_row: int, item_row: int) -> tuple[Rows, Rows]:
+        """CSV lines of a chunk's transactions and order lines."""
+        w, n, m = self.widths, len(a["secs"]), len(a["line"])
+        txn_no = np.arange(self.first_txn + txn_row, self.first_txn + txn_row + n)
+        hour, minute = np.divmod(a["secs"], 3600)
+        minute, second = np.divmod(minute, 60)
+        loc = a["loc"]
+        txn = pack(
+            n,
+            [
+                "TXN", number(txn_no, w["transaction"]),
+                ",CUST", number(a["cust"], w["customer"]),
+                ",", dates(a["day"]),
+                ",", number(hour, 2), ":", number(minute, 2), ":", number(second, 2),
+                ",", self.pay.take(a["pay"]),
+                ',"', number(a["bnum"]), " ", self.streets.take(a["street"]),
+                ", ", self.cities.take(loc), ", ", self.abbrs.take(loc),
+                " ", number(a["zip"], 5),
+                '",', *amount(a["total"]), "\n",
+            ],
+        )  # fmt: skip
+        p = self.products
+        prod = a["prod"]
+        items = pack(
+            m,
+            [
+                "ITEM", number(np.arange(m) + self.first_item + item_row, w["item"]),
+                ",TXN", number(np.repeat(txn_no, a["counts"]), w["transaction"]),
+                ",PROD", number(p.numbers[prod], w["product"]),
+                ",", number(a["qty"]),
+                ",", *amount(p.price[prod]),
+                ",", number(a["disc"]),
+                ",", *amount(a["line"]), "\n",
+            ],
+        )  # fmt: skip
+        return Rows(*txn), Rows(*items)
 
 
 class TransactionDefects:
