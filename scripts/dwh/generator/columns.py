@@ -98,7 +98,7 @@ def pack(n: int, parts: Sequence[Column | str]) -> tuple[bytes, np.ndarray]:
     width = sum(c.data.shape[1] for c in columns)
     out = np.empty((n, width), dtype=np.uint8)
     keep = None
-    sizes = np.zeros(n, dtype=np.int64)
+    sizes = np.zeros(n, dtype=np.int32)
     at = 0
     for c in columns:
         w = c.data.shape[1]

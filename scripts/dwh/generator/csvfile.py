@@ -60,7 +60,7 @@ class Rows:
         return len(self.sizes)
 
     def lines(self) -> list[str]:
-        ends = np.cumsum(self.sizes).tolist()
+        ends = np.cumsum(self.sizes, dtype=np.int64).tolist()
         starts = [0, *ends][:-1]
         return [self.data[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
 
@@ -69,8 +69,8 @@ class Rows:
         text = "".join(lines)
         data = text.encode("utf-8")
         if len(data) == len(text):  # ASCII: a character is a byte
-            return cls(data, np.array([len(s) for s in lines], dtype=np.int64))
-        return cls(data, np.array([len(s.encode("utf-8")) for s in lines], dtype=np.int64))
+            return cls(data, np.array([len(s) for s in lines], dtype=np.int32))
+        return cls(data, np.array([len(s.encode("utf-8")) for s in lines], dtype=np.int32))
 
 
 class CsvWriter:
