@@ -1,6 +1,7 @@
-"""Unit tests of the generator's vectorised CSV formatting (`dwh.generator.columns`), the line
-chunks it produces (`csvfile.Rows`) and the ordered worker jobs (`dwh.generator.workers`):
-the bytes equal what Python's own formatting gives."""
+"""Unit tests of the generator's fast paths: the vectorised CSV formatting
+(`dwh.generator.columns`) and the line chunks it produces (`csvfile.Rows`) give the bytes of
+Python's own formatting, the guided search gives numpy's searchsorted, and the ordered worker
+jobs (`dwh.generator.workers`) keep the job order."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from dwh.generator import columns, workers
 from dwh.generator.csvfile import Rows, money
+from dwh.generator.orders import Guided
 
 
 def _values(seed: int) -> np.ndarray:
@@ -66,6 +68,14 @@ def test_rows_of_lines_round_trip() -> None:
         assert len(rows) == len(lines)
         assert rows.data == "".join(lines).encode()
         assert rows.lines() == lines
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 5000])
+def test_guided_search_equals_searchsorted(size: int) -> None:
+    rng = np.random.default_rng(size)
+    cum = np.cumsum(np.exp(1.5 * rng.standard_normal(size)))
+    x = np.concatenate([rng.random(20_000) * cum[-1], [0.0], cum, np.nextafter(cum, 0)])
+    assert np.array_equal(Guided(cum).find(x), np.searchsorted(cum, x, side="right"))
 
 
 def _square(x: int) -> int:
