@@ -89,18 +89,25 @@ def _pick(rng: np.random.Generator, cdf: np.ndarray, n: int) -> np.ndarray:
 
 
 class Guided:
-    """``np.searchsorted(cum, x, side="right")`` for many x at once, with the same results,
-    three times faster on long arrays: a guide table, where each of len(cum) equal slices of
-    [0, cum[-1]) starts in cum, narrows each search to a few entries."""
+    """``np.searchsorted(cum, x, side="right")`` for many x at once, with the same results.
+
+    On a long array (beyond the CPU's fast caches) plain binary searches are slow; there a guide
+    table, where each of len(cum) equal slices of [0, cum[-1]) starts in cum, narrows each
+    search to a few entries, which is about three times faster."""
+
+    PLAIN_MAX = 65_536  # entries up to which plain searchsorted is the faster
 
     def __init__(self, cum: np.ndarray):
         self.cum = cum
         self.slices = len(cum)
         self.scale = self.slices / cum[-1]
-        edges = np.arange(self.slices + 2) / self.scale
-        self.guide = np.searchsorted(cum, edges, side="right")
+        if self.slices > self.PLAIN_MAX:
+            edges = np.arange(self.slices + 2) / self.scale
+            self.guide = np.searchsorted(cum, edges, side="right")
 
     def find(self, x: np.ndarray) -> np.ndarray:
+        if self.slices <= self.PLAIN_MAX:
+            return np.searchsorted(self.cum, x, side="right")
         # x lies in slice b, give or take one for rounding: its answer is between the guide's
         # entries of slices b - 1 and b + 2; a binary search of all of them at once finds it.
         b = np.minimum((x * self.scale).astype(np.int64), self.slices)
