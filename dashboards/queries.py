@@ -185,8 +185,20 @@ daily AS (
 )"""
 )
 
-# Customers (current attributes) passing the state and segment filters.
+# Customers (current attributes) passing the state and segment filters. Without a state filter
+# the dimension is not read at all (the condition is true at plan time: parameters are literals).
 _CUSTOMERS = """
+customers AS (
+    SELECT m.*
+    FROM warehouse.agg_customer_metrics AS m
+    WHERE (%(states)s::text[] IS NULL
+           OR m.customer_id IN (SELECT c.customer_id FROM warehouse.dim_customers AS c
+                                WHERE c.is_current AND c.state = ANY (%(states)s::text[])))
+      AND (%(segments)s::text[] IS NULL OR m.customer_segment = ANY (%(segments)s::text[]))
+)"""
+
+# The same with each customer's current state (customers per state).
+_CUSTOMERS_WITH_STATE = """
 customers AS (
     SELECT m.*, c.state
     FROM warehouse.agg_customer_metrics AS m
@@ -262,7 +274,14 @@ KPIS_SLICES_SQL = (
     + """
 SELECT coalesce(sum(revenue), 0) AS revenue,
        coalesce(sum(orders), 0) AS orders,
-       (SELECT count(DISTINCT customer_id) FROM slice_customers) AS customers
+       (SELECT count(*) FROM (SELECT DISTINCT customer_id FROM slice_customers) AS d
+        WHERE %(categories)s::text[] IS NOT NULL OR %(states)s::text[] IS NOT NULL)
+       -- a segment alone is a per-customer attribute: one row per customer in the metrics
+       + (SELECT count(*) FROM warehouse.agg_customer_metrics AS m
+          WHERE %(categories)s::text[] IS NULL AND %(states)s::text[] IS NULL
+            AND m.last_purchase_date >= %(start)s AND m.first_purchase_date <= %(end)s
+            AND (%(segments)s::text[] IS NULL
+                 OR m.customer_segment = ANY (%(segments)s::text[]))) AS customers
 FROM slices
 """
 )
@@ -459,7 +478,7 @@ FROM customers
 
 STATES_AGG_SQL = (
     "WITH"
-    + _CUSTOMERS
+    + _CUSTOMERS_WITH_STATE
     + """
 SELECT coalesce(state, 'Unknown') AS state, count(*) AS customers, sum(total_spent) AS revenue
 FROM customers
@@ -492,8 +511,8 @@ revenue AS (
     GROUP BY 1
 ),
 customers AS (
-    SELECT coalesce(state, 'Unknown') AS state, count(DISTINCT customer_id) AS customers
-    FROM slice_customers
+    SELECT coalesce(state, 'Unknown') AS state, count(*) AS customers
+    FROM (SELECT DISTINCT state, customer_id FROM slice_customers) AS d
     GROUP BY 1
 )
 SELECT r.state, coalesce(c.customers, 0) AS customers, r.revenue

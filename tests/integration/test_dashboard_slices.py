@@ -123,6 +123,7 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                     assert agg == fetch(conn, queries.KPIS_RANGE_SQL, params)
                     assert agg == fetch(conn, queries.KPIS_LINES_SQL, params)
         assert compared > 1000
+        _check_customer_statements(conn, first, last, states)
         # with both categories selected, an order holding both counts once: fewer orders than the
         # two categories' orders added (so the correction of agg_order_category_sets is exercised)
         params = queries.Filters(
@@ -161,6 +162,41 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
         )
     finally:
         conn.close()
+
+
+# The customers of the Customers page as the dashboard read them before it skipped the dimension
+# join without a state filter: the reference for RFM_SQL and the LTV statements.
+_CUSTOMERS_JOINED = """
+customers AS (
+    SELECT m.*, c.state
+    FROM warehouse.agg_customer_metrics AS m
+    LEFT JOIN warehouse.dim_customers AS c ON c.customer_id = m.customer_id AND c.is_current
+    WHERE (%(states)s::text[] IS NULL OR c.state = ANY (%(states)s::text[]))
+      AND (%(segments)s::text[] IS NULL OR m.customer_segment = ANY (%(segments)s::text[]))
+)"""
+
+
+def _check_customer_statements(conn, first, last, states) -> None:
+    """RFM and LTV statements (no dimension join unless a state is selected) equal the same
+    statements on the metrics joined to the current customer versions, for each filter."""
+    statements = (queries.RFM_SQL, queries.LTV_DISTRIBUTION_SQL, queries.LTV_SUMMARY_SQL)
+    counts = []
+    for combo in (
+        {},
+        {"states": (states[0],)},
+        {"segments": ("Regular",)},
+        {"states": tuple(states), "segments": ("New", "VIP")},
+    ):
+        params = {
+            **queries.Filters(start=first, end=last, **combo).params(),
+            "buckets": queries.LTV_BUCKETS,
+        }
+        for text in statements:
+            assert queries._CUSTOMERS in text
+            reference = text.replace(queries._CUSTOMERS, _CUSTOMERS_JOINED)
+            assert _rows(conn, text, params) == _rows(conn, reference, params), (text, combo)
+        counts.append(fetch(conn, queries.LTV_SUMMARY_SQL, params)[0][0])
+    assert counts[0] > counts[1] > 0 and counts[0] > counts[2] > 0  # the filters select
 
 
 def test_routing_keeps_the_lines_where_slices_cannot_answer(monkeypatch):
