@@ -431,12 +431,13 @@ def _slicer_values(cur: Any) -> dict[str, dict[str, list[str]]]:
 
 def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
     """(window, slicer) pairs to time a statement with, the way the dashboard issues it:
-    *_SLICES_SQL with one filter set; *_LINES_SQL (the fallback) with two categories, and the top
-    products (lines only) with each filter; KPIS_RANGE_SQL over a range touching neither end of
-    the data (the Overview's previous period); the rest with no filter."""
+    *_SLICES_SQL with one filter set and with two categories; *_LINES_SQL (the fallback) with two
+    categories, and the top products (lines only) with each filter; KPIS_RANGE_SQL over a range
+    touching neither end of the data (the Overview's previous period); the rest with no filter."""
     windows = ("all", "last_30_days")
     if name.endswith("_SLICES_SQL"):
-        return [(w, s) for s in ("category", "state", "segment") for w in windows]
+        slicers = ("category", "state", "segment", "2_categories")
+        return [(w, s) for s in slicers for w in windows]
     if name == "TOP_PRODUCTS_LINES_SQL":
         return [(w, s) for s in ("category", "state", "segment") for w in windows]
     if name.endswith("_LINES_SQL"):
