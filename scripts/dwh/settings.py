@@ -73,7 +73,7 @@ class GeneratorSettings:
     dirty_rate: float = 0.0
     """Share of rows that get an injected defect (0 = clean)."""
     chunk_rows: int = 200000
-    """Rows per chunk when writing CSV files."""
+    """Most rows per chunk when writing CSV files (the generator caps it at 32,768)."""
 
 
 @dataclass(frozen=True)
