@@ -6,13 +6,15 @@ are joined at import time). Every page reads the agg_* tables whenever the filte
 ``agg_daily_sales`` and ``agg_payment_method_daily`` for any date range without filters; the
 per-product and per-customer aggregates when the range covers all the data; with a category,
 state or segment filter (or a part of the range), ``agg_sales_slices`` (sales per day x category
-x state x segment x payment method) and ``agg_customer_slices`` (distinct customers over a range
-that starts at the first or ends at the last order date). The ``*_LINES_SQL`` statements read
-``fact_sales`` over the date range (its date_key index) joined to the dimensions; they are what
-the aggregates cannot answer exactly: the top products with a filter or a partial range, orders
-with two or more categories selected (an order can hold several), distinct customers over a
-range that touches neither end of the data. They give the same numbers as the slices
-(tests/integration/test_dashboard_slices.py). No Streamlit here: the app caches these functions.
+x state x segment x payment method), with ``agg_order_category_sets`` when two or more
+categories are selected (an order holding several of them counts once), and
+``agg_customer_slices`` (distinct customers over a range that starts at the first or ends at the
+last order date). The ``*_LINES_SQL`` statements read ``fact_sales`` over the date range (its
+date_key index) joined to the dimensions; they are what the aggregates cannot answer exactly:
+the top products with a filter or a partial range, distinct customers over a range that touches
+neither end of the data. ``LINES_REFERENCE`` holds the order-line form of every slice statement:
+the tests check that both give the same numbers (tests/integration/test_dashboard_slices.py).
+No Streamlit here: the app caches these functions.
 """
 
 from __future__ import annotations
