@@ -123,17 +123,17 @@ _SLICES_BASE = """
       AND (%(segments)s::text[] IS NULL OR s.customer_segment = ANY (%(segments)s::text[]))"""
 _SLICES = "\nslices AS (" + _SLICES_BASE + "\n)"
 
-# The same slices where orders add up for any number of selected categories: an order holding k
-# of them (k >= 2) is counted k times above, so agg_order_category_sets adds one row per set of
-# categories with orders = -(k - 1) x its orders (and nothing else). With one category or none the
-# second branch is false at plan time (the parameters are literals) and is not read.
+# With two or more categories selected, an order holding k of them (k >= 2) is counted k times
+# by the slices' orders: agg_order_category_sets gives, per set of categories, the orders to take
+# off, (k - 1) x its orders (as negative orders). Each statement sums these fixes per its own
+# keys and adds them to its sums of the slices (kept apart, so that the slices alone still scan
+# in parallel). With one category or none the fixes are false at plan time (the parameters are
+# literals) and the table is not read.
 _SLICES_ORDERS = (
-    "\nslices AS ("
-    + _SLICES_BASE
-    + """
-    UNION ALL
-    SELECT o.date_key, NULL, o.state, o.payment_method_key, 0, 0, 0,
-           (-o.orders * (n.selected - 1))::integer
+    _SLICES
+    + """,
+order_fixes AS (
+    SELECT o.date_key, o.payment_method_key, (-o.orders * (n.selected - 1))::integer AS orders
     FROM warehouse.agg_order_category_sets AS o
     CROSS JOIN LATERAL (
         SELECT count(*) AS selected FROM unnest(o.categories) AS u (category)
@@ -181,8 +181,15 @@ _DAILY_FROM_SLICES = (
     _SLICES_ORDERS
     + """,
 daily AS (
-    SELECT date_key, sum(revenue) AS revenue, sum(orders) AS orders, sum(profit) AS profit
-    FROM slices
+    SELECT date_key, sum(revenue) AS revenue, sum(orders)::bigint AS orders,
+           sum(profit) AS profit
+    FROM (
+        SELECT date_key, sum(revenue) AS revenue, sum(orders) AS orders, sum(profit) AS profit
+        FROM slices
+        GROUP BY date_key
+        UNION ALL
+        SELECT date_key, 0, sum(orders), 0 FROM order_fixes GROUP BY date_key
+    ) AS x
     GROUP BY date_key
 )"""
 )
@@ -275,7 +282,7 @@ KPIS_SLICES_SQL = (
     + _SLICE_CUSTOMERS
     + """
 SELECT coalesce(sum(revenue), 0) AS revenue,
-       coalesce(sum(orders), 0) AS orders,
+       coalesce(sum(orders), 0) + (SELECT coalesce(sum(orders), 0) FROM order_fixes) AS orders,
        (SELECT count(*) FROM (SELECT DISTINCT customer_id FROM slice_customers) AS d
         WHERE %(categories)s::text[] IS NOT NULL OR %(states)s::text[] IS NOT NULL)
        -- a segment alone is a per-customer attribute: one row per customer in the metrics
@@ -580,8 +587,15 @@ PAYMENTS_SLICES_SQL = (
     + _SLICES_ORDERS
     + """
 SELECT pm.payment_method_name AS payment_method, pm.payment_type,
-       sum(s.orders) AS orders, sum(s.revenue) AS revenue, sum(s.profit) AS profit
-FROM slices AS s
+       sum(s.orders)::bigint AS orders, sum(s.revenue) AS revenue, sum(s.profit) AS profit
+FROM (
+    SELECT payment_method_key, sum(orders) AS orders, sum(revenue) AS revenue,
+           sum(profit) AS profit
+    FROM slices
+    GROUP BY payment_method_key
+    UNION ALL
+    SELECT payment_method_key, sum(orders), 0, 0 FROM order_fixes GROUP BY payment_method_key
+) AS s
 JOIN warehouse.dim_payment_method AS pm ON pm.payment_method_key = s.payment_method_key
 GROUP BY 1, 2
 ORDER BY revenue DESC
@@ -598,6 +612,8 @@ per_day AS (
     SELECT date_key, payment_method_key, sum(revenue) AS revenue, sum(orders) AS orders
     FROM slices
     GROUP BY 1, 2
+    UNION ALL
+    SELECT date_key, payment_method_key, 0, sum(orders) FROM order_fixes GROUP BY 1, 2
 )
 SELECT date_trunc('month', d.full_date)::date AS month,
        pm.payment_method_name AS payment_method, sum(s.revenue) AS revenue,

@@ -32,7 +32,9 @@ FROM (
     HAVING count(s.category) >= 2
 ) o
 LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = o.customer_id
-GROUP BY o.date_key, o.categories, o.state, m.customer_segment, o.payment_method_key;
+GROUP BY o.date_key, o.categories, o.state, m.customer_segment, o.payment_method_key
+-- stored in date order, so that a range of days reads its own pages, not every page
+ORDER BY o.date_key;
 
 -- ── segment moves (incremental only): orders on untouched dates change segment ──────────────
 CREATE TEMP TABLE _agg_set_moves ON COMMIT DROP AS
