@@ -283,12 +283,10 @@ KPIS_SLICES_SQL = (
     + """
 SELECT coalesce(sum(revenue), 0) AS revenue,
        coalesce(sum(orders), 0) + (SELECT coalesce(sum(orders), 0) FROM order_fixes) AS orders,
-       -- with a category: count(DISTINCT), which the index of agg_customer_slices per category
-       -- feeds in customer order (no sort, no hashing); with a state and no category: hashing
+       -- with a category or a state: count(DISTINCT), which the index of agg_customer_slices
+       -- per category or per state feeds in customer order (no sort, no hashing)
        (SELECT count(DISTINCT customer_id) FROM slice_customers
-        WHERE %(categories)s::text[] IS NOT NULL)
-       + (SELECT count(*) FROM (SELECT DISTINCT customer_id FROM slice_customers) AS d
-          WHERE %(categories)s::text[] IS NULL AND %(states)s::text[] IS NOT NULL)
+        WHERE %(categories)s::text[] IS NOT NULL OR %(states)s::text[] IS NOT NULL)
        -- a segment alone is a per-customer attribute: one row per customer in the metrics
        + (SELECT count(*) FROM warehouse.agg_customer_metrics AS m
           WHERE %(categories)s::text[] IS NULL AND %(states)s::text[] IS NULL

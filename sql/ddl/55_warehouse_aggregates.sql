@@ -100,8 +100,12 @@ COMMENT ON COLUMN warehouse.agg_order_category_sets.customer_segment IS 'Current
 COMMENT ON COLUMN warehouse.agg_order_category_sets.payment_method_key IS 'Payment method (dim_payment_method.payment_method_key).';
 COMMENT ON COLUMN warehouse.agg_order_category_sets.orders IS 'Orders with exactly this set of categories.';
 
--- distinct customers of one or more categories (the dashboard's customer counts with a category
--- filter): an index-only scan of the selected categories instead of the whole table
+-- distinct customers of one or more categories or states (the dashboard's customer counts with
+-- a category or state filter): an index-only scan of the selected values, in customer order,
+-- instead of the whole table
 CREATE INDEX IF NOT EXISTS agg_customer_slices_category_idx
     ON warehouse.agg_customer_slices (category, customer_id)
     INCLUDE (state, customer_segment, first_purchase_date, last_purchase_date);
+CREATE INDEX IF NOT EXISTS agg_customer_slices_state_idx
+    ON warehouse.agg_customer_slices (state, customer_id)
+    INCLUDE (category, customer_segment, first_purchase_date, last_purchase_date);
