@@ -173,4 +173,7 @@ def test_sigterm_stops_at_the_next_stage_boundary(db_url: str, tmp_path: Path) -
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+        proc.stdout.close()  # a failure here must not leak the process or its pipes
+        proc.stderr.close()
         conn.close()

@@ -9,7 +9,11 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -37,6 +41,7 @@ BUSINESS_DATE = dt.date(2024, 12, 31)
 MONEY = re.compile(r"^\d+\.\d{2}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 def make_settings(data_dir: Path, **generator):
@@ -266,6 +271,40 @@ def test_worker_processes_do_not_change_the_files(tmp_path, monkeypatch, workers
     for one, other in zip(*folders, strict=True):
         for name in names:
             assert sha256(one / name) == sha256(other / name), (one.name, name)
+
+
+STOP_EARLY = """
+import signal, sys, time
+from dwh.generator.workers import OrderedJobs
+signal.signal(signal.SIGTERM, lambda *_: None)  # as the orchestrator's handler: only notes it
+def job(n):
+    time.sleep(0.3)
+    return bytes(1_000_000)  # more than a pipe holds
+with OrderedJobs(job, range(8), 2) as results:
+    next(iter(results))  # the caller stops while the workers are busy
+print("closed")
+"""
+
+
+def test_workers_end_when_the_caller_stops_early_under_a_sigterm_handler(tmp_path) -> None:
+    """The pool ends its workers with SIGTERM; a worker must not keep the parent's handler
+    (a run stopped by SIGTERM used to hang here, waiting for workers that ignored it)."""
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:  # a file, not a pipe: a stray worker cannot hold it open
+        proc = subprocess.Popen(
+            [sys.executable, "-c", STOP_EARLY],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(SCRIPTS)},
+            start_new_session=True,
+        )
+        try:
+            assert proc.wait(timeout=60) == 0, out.read_text()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert out.read_text().strip() == "closed"
 
 
 def test_scale_multiplies_the_volumes(tmp_path) -> None:

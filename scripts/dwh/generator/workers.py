@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +31,12 @@ _last: Any = None
 def _install(function: Callable[[Any], Any]) -> None:
     global _job
     _job = function
+    # A forked worker inherits the parent's signal handlers. The orchestrator's SIGTERM handler
+    # only notes the request, so a worker would outlive the pool's terminate() (a SIGTERM) and
+    # the parent would wait for it forever; Ctrl-C reaches the whole process group and is the
+    # parent's to handle.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(job: Any) -> Any:
