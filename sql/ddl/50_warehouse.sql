@@ -231,7 +231,6 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_product_performance (
     margin_pct          numeric(7,2),
     avg_discount_pct    numeric(5,2)  NOT NULL,
     transactions        integer       NOT NULL,
-    revenue_rank        integer,
     lines               bigint        NOT NULL,
     discount_sum        numeric(16,2) NOT NULL
 );
@@ -244,7 +243,6 @@ COMMENT ON COLUMN warehouse.agg_product_performance.profit IS 'Sum of profit (re
 COMMENT ON COLUMN warehouse.agg_product_performance.margin_pct IS 'profit / revenue x 100, rounded to 2 decimals; NULL when revenue is 0.';
 COMMENT ON COLUMN warehouse.agg_product_performance.avg_discount_pct IS 'Average discount_percentage over the order lines (unweighted), rounded to 2 decimals.';
 COMMENT ON COLUMN warehouse.agg_product_performance.transactions IS 'Distinct orders containing the product.';
-COMMENT ON COLUMN warehouse.agg_product_performance.revenue_rank IS 'Rank by revenue, 1 = highest (ties share a rank).';
 
 CREATE TABLE IF NOT EXISTS warehouse.agg_customer_metrics (
     customer_id               text          PRIMARY KEY,
@@ -371,6 +369,8 @@ BEGIN
         INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
     END IF;
 END $$;
+-- revenue_rank was stored until a refresh had to rewrite most products' ranks; ranked at read
+ALTER TABLE warehouse.agg_product_performance DROP COLUMN IF EXISTS revenue_rank;
 COMMENT ON COLUMN warehouse.agg_product_performance.lines IS 'Order lines (kept so that a refresh can add a batch''s lines to the averages).';
 COMMENT ON COLUMN warehouse.agg_product_performance.discount_sum IS 'Sum of discount_percentage over the lines (avg_discount_pct = discount_sum / lines).';
 

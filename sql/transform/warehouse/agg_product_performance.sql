@@ -1,9 +1,9 @@
 -- agg_product_performance: refresh the touched products (all versions of a product_id
 -- together; agg_refresh_keys.sql says how each is refreshed): a product to recompute is summed
 -- again from its lines in fact_sales, a product with only inserted lines gets their sums (and
--- the orders they add) added to its stored row. Then every product is re-ranked by revenue (one
--- row per product: no fact scan). Parameter: full (every product, from the fact).
--- Returns the ranks changed.
+-- the orders they add) added to its stored row. No rank is stored: a rank depends on every
+-- product, so the queries rank at read time (agg_product_performance_revenue_idx).
+-- Parameter: full (every product, from the fact).
 
 DROP TABLE IF EXISTS _agg_product_old;
 
@@ -18,7 +18,7 @@ WHERE %(full)s OR product_id = ANY (ARRAY(SELECT product_id FROM _agg_products))
 
 INSERT INTO warehouse.agg_product_performance (
     product_id, quantity_sold, revenue, cost, profit, margin_pct, avg_discount_pct,
-    transactions, revenue_rank, lines, discount_sum
+    transactions, lines, discount_sum
 )
 SELECT
     s.product_id,
@@ -29,8 +29,6 @@ SELECT
     round(sum(s.profit) / nullif(sum(s.line_total), 0) * 100, 2),
     round(sum(s.discount_sum) / sum(s.lines), 2),  -- = avg over the lines (numeric_avg: sum / n)
     sum(s.transactions),  -- versions of a product add up: an order has one date, one version
-    -- a full rebuild ranks here (each row written once); a refresh re-ranks all below
-    CASE WHEN %(full)s THEN rank() OVER (ORDER BY sum(s.line_total) DESC)::integer END,
     sum(s.lines),
     sum(s.discount_sum)
 FROM (
@@ -66,12 +64,3 @@ FROM (
     GROUP BY a.product_id
 ) s
 GROUP BY s.product_id;
-
-UPDATE warehouse.agg_product_performance a
-SET revenue_rank = r.revenue_rank
-FROM (
-    SELECT product_id, rank() OVER (ORDER BY revenue DESC)::integer AS revenue_rank
-    FROM warehouse.agg_product_performance
-) r
-WHERE a.product_id = r.product_id
-  AND a.revenue_rank IS DISTINCT FROM r.revenue_rank;
