@@ -419,7 +419,10 @@ def run_pipeline(
                 if stop():
                     failure = RunCancelled(f"stopped by {stop.signal_name} before stage {stage}")
                     break
-                with progress.stage(stage, position, len(stages)):
+                # no ticker thread while generating: the generator forks worker processes only
+                # when the process runs no other thread (dwh/generator/workers.py)
+                ticking = stage != "generate"
+                with progress.stage(stage, position, len(stages), ticking):
                     stage_report, failure, work = _run_stage(
                         settings, url, work, ledger, run_id, stage, options, stop
                     )

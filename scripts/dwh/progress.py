@@ -1,5 +1,6 @@
 """A one-line progress display on a terminal: the running stage and its elapsed time, redrawn
-twice a second; nothing at all when stderr is not a terminal (logs carry the same facts)."""
+twice a second by a thread (or drawn once, for a stage that forks and so must run no other
+thread); nothing at all when stderr is not a terminal (logs carry the same facts)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,18 @@ class Progress:
         self.enabled = self.stream.isatty() if enabled is None else enabled
 
     @contextmanager
-    def stage(self, name: str, position: int, total: int) -> Iterator[None]:
+    def stage(self, name: str, position: int, total: int, ticking: bool = True) -> Iterator[None]:
         if not self.enabled:
             yield
+            return
+        if not ticking:
+            self.stream.write(f"\r[{position}/{total}] {name} …")
+            self.stream.flush()
+            try:
+                yield
+            finally:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
             return
         done = threading.Event()
         started = time.monotonic()

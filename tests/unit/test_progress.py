@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 from dwh.progress import Progress
@@ -28,3 +29,14 @@ def test_silent_when_not_a_terminal() -> None:
     with Progress(stream).stage("ingest", 1, 1):
         time.sleep(0.6)
     assert stream.getvalue() == ""
+
+
+def test_a_stage_without_ticking_runs_no_thread_and_draws_once() -> None:
+    """The generate stage forks workers only when no other thread runs (workers.worker_count)."""
+    stream = _Tty()
+    before = threading.active_count()
+    with Progress(stream).stage("generate", 1, 7, ticking=False):
+        during = threading.active_count()
+        time.sleep(0.6)
+    assert during == before
+    assert stream.getvalue() == "\r[1/7] generate …\r\033[K"
