@@ -22,15 +22,6 @@ class Progress:
         if not self.enabled:
             yield
             return
-        if not ticking:
-            self.stream.write(f"\r[{position}/{total}] {name} …")
-            self.stream.flush()
-            try:
-                yield
-            finally:
-                self.stream.write("\r\033[K")
-                self.stream.flush()
-            return
         done = threading.Event()
         started = time.monotonic()
 
@@ -40,12 +31,17 @@ class Progress:
                 self.stream.write(f"\r[{position}/{total}] {name} … {elapsed:6.1f}s ")
                 self.stream.flush()
 
-        ticker = threading.Thread(target=draw, name="progress", daemon=True)
-        ticker.start()
+        ticker = threading.Thread(target=draw, name="progress", daemon=True) if ticking else None
+        if ticker is not None:
+            ticker.start()
+        else:
+            self.stream.write(f"\r[{position}/{total}] {name} …")
+            self.stream.flush()
         try:
             yield
         finally:
             done.set()
-            ticker.join()
+            if ticker is not None:
+                ticker.join()
             self.stream.write("\r\033[K")  # clear the line; the log line that follows says it all
             self.stream.flush()
