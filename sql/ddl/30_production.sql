@@ -167,18 +167,22 @@ CREATE INDEX IF NOT EXISTS transaction_items_updated_idx ON production.transacti
 
 -- The sum of the accepted lines of each transaction, beside the source total (never overwritten).
 -- A view, not a stored column: keeping a column up to date rewrote every transaction row once
--- more per load. One index probe per transaction (transaction_items_transaction_idx), so a
--- query for a few transactions (a batch) stays cheap. Databases from before this view stored
--- it in production.transactions.computed_total; that column is dropped here.
+-- more per load. A grouped join, not a scalar subquery per transaction: a filter on the view's
+-- transaction_id or _batch_id is pushed below the grouping, so a batch's few transactions are
+-- index lookups of their lines, and a scan of every transaction is one hash join (a subquery
+-- probed the line index twice per transaction: 3.3 s for 430k transactions, now 1.5 s).
+-- Databases from before this view stored it in production.transactions.computed_total; that
+-- column is dropped here.
 ALTER TABLE production.transactions DROP COLUMN IF EXISTS computed_total;
 CREATE OR REPLACE VIEW production.transaction_totals AS
 SELECT
     t.transaction_id,
     t.total_amount,
-    (SELECT sum(i.line_total) FROM production.transaction_items AS i
-     WHERE i.transaction_id = t.transaction_id)::numeric(12,2) AS computed_total,
+    sum(i.line_total)::numeric(12,2) AS computed_total,
     t._batch_id
-FROM production.transactions AS t;
+FROM production.transactions AS t
+LEFT JOIN production.transaction_items AS i ON i.transaction_id = t.transaction_id
+GROUP BY t.transaction_id, t.total_amount, t._batch_id;
 COMMENT ON VIEW production.transaction_totals IS 'Per transaction: the source total_amount and computed_total, the sum of its accepted order lines (NULL when it has none).';
 
 -- ---------------------------------------------------------------------------------------------
