@@ -8,7 +8,7 @@ demand); `connect` opens a psycopg2 connection to it; `run_sql_file` executes a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -99,15 +99,18 @@ def bulk_load(
     table: str,
     enabled: bool = True,
 ):
-    """Load an empty table fast, in the caller's transaction: drop its foreign keys and its
-    non-unique indexes and truncate it (a new file, which a server at wal_level minimal fills
-    without WAL), run the load, then recreate them from their own catalog definitions (each
-    foreign key is validated by one set-based query instead of a trigger per row, each index is
-    built once by a sort) and ANALYZE the table, so the next statements plan with real
-    statistics. Unique indexes and the primary key stay and are checked as rows arrive. The DDL
+    """Load an empty table fast, in the caller's transaction: drop its foreign keys, its
+    indexes and its primary key and unique constraints (those no foreign key references) and
+    truncate it (a new file, which a server at wal_level minimal fills without WAL), run the
+    load, then recreate them from their own catalog definitions (each index is built once by a
+    sort, which at 1M rows costs a third of maintaining a unique index row by row; each
+    foreign key is validated by one set-based query instead of a trigger per row) and ANALYZE
+    the table, so the next statements plan with real statistics. A duplicate key fails the
+    rebuild of its unique index, which names the key, and the transaction rolls back. The DDL
     is transactional: a failure or a kill rolls everything back with the rows. Takes an
     exclusive lock on `table` until the transaction ends, so use it only when the table is
-    empty (a first load or a full refresh), where nobody can miss rows that are not there yet."""
+    empty (a first load or a full refresh), where nobody can miss rows that are not there yet.
+    The load must not rely on the target's unique indexes (no ON CONFLICT into it)."""
     if not enabled:
         yield
         return
@@ -118,15 +121,28 @@ def bulk_load(
             (table,),
         )
         foreign_keys = cur.fetchall()
+        # primary key and unique constraints that no foreign key points at (a referenced one
+        # stays: dropping it would need the referencing table's constraint dropped too)
+        cur.execute(
+            "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"
+            " WHERE c.conrelid = %s::regclass AND c.contype IN ('p', 'u')"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint r"
+            "                 WHERE r.contype = 'f' AND r.conindid = c.conindid)"
+            " ORDER BY c.contype, c.conname",
+            (table,),
+        )
+        keys = cur.fetchall()
         cur.execute(
             "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i"
-            " WHERE i.indrelid = %s::regclass AND NOT i.indisunique AND NOT i.indisprimary"
+            " WHERE i.indrelid = %s::regclass"
             " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
             " ORDER BY 1",
             (table,),
         )
         indexes = cur.fetchall()
         for name, _ in foreign_keys:
+            cur.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+        for name, _ in keys:
             cur.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
         for name, _ in indexes:
             cur.execute(f"DROP INDEX {name}")
@@ -137,11 +153,42 @@ def bulk_load(
         cur.execute(f"TRUNCATE {table} CASCADE")
     yield
     with conn.cursor() as cur:
+        for name, definition in keys:
+            cur.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
         for _, definition in indexes:
             cur.execute(definition)
         for name, definition in foreign_keys:
             cur.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
         cur.execute(f"ANALYZE {table}")
+
+
+def analyze_stale(
+    conn: psycopg2.extensions.connection,
+    tables: Sequence[str],
+    run_id: int | None,
+    share: float = 0.1,
+) -> list[str]:
+    """ANALYZE those of `tables` never analyzed, or analyzed before run `run_id` started and
+    with `share` or more of their rows changed since (the server's counters); returns the
+    ones analyzed. A table a bulk load of this run filled and analyzed is fresh. (Its
+    counters cannot tell: the rows a transaction wrote before its own ANALYZE are counted
+    as changes when it commits.)"""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT t FROM unnest(%(tables)s::text[]) WITH ORDINALITY AS u (t, n)"
+            " LEFT JOIN pg_stat_user_tables s ON s.relid = t::regclass"
+            " CROSS JOIN LATERAL (SELECT greatest(s.last_analyze, s.last_autoanalyze) AS at) a"
+            " WHERE a.at IS NULL"
+            " OR (a.at < coalesce((SELECT started_at FROM ops.pipeline_runs"
+            "                      WHERE run_id = %(run)s), 'infinity')"
+            "     AND s.n_mod_since_analyze >= %(share)s * greatest(s.n_live_tup, 1))"
+            " ORDER BY u.n",
+            {"tables": list(tables), "run": run_id, "share": share},
+        )
+        stale = [row[0] for row in cur.fetchall()]
+        if stale:
+            cur.execute(f"ANALYZE {', '.join(stale)}")
+    return stale
 
 
 def run_sql_file_row(

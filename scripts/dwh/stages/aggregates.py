@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import psycopg2.extensions
 
-from dwh.db import bulk_load, run_sql_file_row
+from dwh.db import analyze_stale, bulk_load, run_sql_file_row
 from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
 from dwh.stages.warehouse import SQL
@@ -83,10 +83,12 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     params = _params(settings, full)
     with conn.cursor() as cur:
         cur.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
-        if full:  # statistics for the joins of the whole fact (a few seconds at 10M lines)
-            cur.execute(
-                "ANALYZE warehouse.fact_sales, warehouse.dim_customers, warehouse.dim_products"
-            )
+    if full:  # statistics for the joins of the whole fact, unless the load just took them
+        analyze_stale(
+            conn,
+            ["warehouse.fact_sales", "warehouse.dim_customers", "warehouse.dim_products"],
+            ctx.run_id,
+        )
     for table in AGGREGATES:
         # a full rebuild empties the table (bulk_load truncates it: a new file, no dead rows
         # left behind), builds its secondary indexes once, at the end, and analyzes it; an

@@ -22,7 +22,7 @@ import psycopg2.extensions
 
 from dwh import citus
 from dwh.contract import PAYMENT_METHODS
-from dwh.db import bulk_load, run_sql_file_row, table_is_empty
+from dwh.db import analyze_stale, bulk_load, run_sql_file_row, table_is_empty
 from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
 
@@ -111,6 +111,9 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     # since every key is new, the aggregates are rebuilt whole (one queue marker) instead of
     # being refreshed key by key from a queue of every date x customer x product.
     fact_empty = table_is_empty(conn, "warehouse.fact_sales")
+    # the fact resolves every line against the dimensions: after a first load or a large merge
+    # their statistics are missing or stale, and the planner would hash the lines, not them
+    analyze_stale(conn, ["warehouse.dim_customers", "warehouse.dim_products"], ctx.run_id)
     with bulk_load(conn, "warehouse.fact_sales", fact_empty):
         facts = run_sql_file_row(
             conn, f"{SQL}/fact_sales.sql", {**scd, "full_refresh": full or fact_empty}
