@@ -3,7 +3,8 @@
 -- order date. A customer or product never seen before gets an inferred member first (completed in
 -- place by dim_customers.sql / dim_products.sql when its row arrives), so no line is lost.
 -- The keys of every inserted or changed line (old and new) are queued for the aggregates.
--- Parameters: full_refresh (do not queue keys: the aggregates are rebuilt), first_from.
+-- Parameters: full_refresh (the fact is empty: every line is inserted straight from the join,
+-- no keys are queued, the aggregates are rebuilt), first_from.
 -- Returns one row: inserted, updated, inferred customers, inferred products.
 
 -- ── inferred members ─────────────────────────────────────────────────────────────────────────
@@ -49,64 +50,79 @@ WHERE w.updated_at IS NOT NULL
 ON CONFLICT (source_table) DO UPDATE
 SET updated_at = greatest(ops.warehouse_watermarks.updated_at, EXCLUDED.updated_at);
 
--- ── resolve the keys and derive the measures; keep what changes: new lines, and existing
--- lines whose values differ (with their previous keys: the old date, customer and product
--- need a refresh of the aggregates too) ──────────────────────────────────────────────────────
+-- ── resolve the keys and derive the measures ───────────────────────────────────────────────
+DROP VIEW IF EXISTS pg_temp._wh_resolved;
+CREATE TEMP VIEW _wh_resolved AS
+SELECT
+    i.item_id,
+    coalesce(dd.date_key, -1)             AS date_key,
+    coalesce(dc.customer_key, -1)         AS customer_key,
+    coalesce(dp.product_key, -1)          AS product_key,
+    coalesce(pm.payment_method_key, -1)   AS payment_method_key,
+    i.transaction_id,
+    i.quantity,
+    i.unit_price,
+    i.discount_percentage,
+    i.quantity * i.unit_price - i.line_total         AS discount_amount,
+    i.quantity * i.unit_price                        AS gross_amount,
+    i.line_total,
+    coalesce(dp.cost, 0) * i.quantity                AS cost_amount,
+    i.line_total - coalesce(dp.cost, 0) * i.quantity AS profit,
+    i._batch_id,
+    i.customer_id,
+    i.product_id
+FROM _wh_items i
+LEFT JOIN warehouse.dim_date dd
+       ON dd.full_date = i.transaction_date
+LEFT JOIN warehouse.dim_customers dc
+       ON dc.customer_id = i.customer_id
+      AND i.transaction_date >= dc.effective_from AND i.transaction_date < dc.effective_to
+LEFT JOIN warehouse.dim_products dp
+       ON dp.product_id = i.product_id
+      AND i.transaction_date >= dp.effective_from AND i.transaction_date < dp.effective_to
+LEFT JOIN warehouse.dim_payment_method pm
+       ON pm.payment_method_name = i.payment_method;
+
+-- ── an empty fact (full_refresh): every candidate is new, inserted straight from the join ───
+INSERT INTO warehouse.fact_sales (
+    date_key, customer_key, product_key, payment_method_key, transaction_id, item_id,
+    quantity, unit_price, discount_percentage, discount_amount, gross_amount, line_total,
+    cost_amount, profit, _batch_id
+)
+SELECT
+    r.date_key, r.customer_key, r.product_key, r.payment_method_key, r.transaction_id,
+    r.item_id, r.quantity, r.unit_price, r.discount_percentage, r.discount_amount,
+    r.gross_amount, r.line_total, r.cost_amount, r.profit, r._batch_id
+FROM _wh_resolved r
+WHERE %(full_refresh)s;
+
+-- ── otherwise keep what changes: new lines, and existing lines whose values differ (with
+-- their previous keys: the old date, customer and product need a refresh of the aggregates
+-- too) ────────────────────────────────────────────────────────────────────────────────────────
 DROP TABLE IF EXISTS _wh_changes;
 CREATE TEMP TABLE _wh_changes ON COMMIT DROP AS
-WITH resolved AS (
-    SELECT
-        i.item_id,
-        coalesce(dd.date_key, -1)             AS date_key,
-        coalesce(dc.customer_key, -1)         AS customer_key,
-        coalesce(dp.product_key, -1)          AS product_key,
-        coalesce(pm.payment_method_key, -1)   AS payment_method_key,
-        i.transaction_id,
-        i.quantity,
-        i.unit_price,
-        i.discount_percentage,
-        i.quantity * i.unit_price - i.line_total         AS discount_amount,
-        i.quantity * i.unit_price                        AS gross_amount,
-        i.line_total,
-        coalesce(dp.cost, 0) * i.quantity                AS cost_amount,
-        i.line_total - coalesce(dp.cost, 0) * i.quantity AS profit,
-        i._batch_id,
-        i.customer_id,
-        i.product_id
-    FROM _wh_items i
-    LEFT JOIN warehouse.dim_date dd
-           ON dd.full_date = i.transaction_date
-    LEFT JOIN warehouse.dim_customers dc
-           ON dc.customer_id = i.customer_id
-          AND i.transaction_date >= dc.effective_from AND i.transaction_date < dc.effective_to
-    LEFT JOIN warehouse.dim_products dp
-           ON dp.product_id = i.product_id
-          AND i.transaction_date >= dp.effective_from AND i.transaction_date < dp.effective_to
-    LEFT JOIN warehouse.dim_payment_method pm
-           ON pm.payment_method_name = i.payment_method
-)
 SELECT
     r.*,
     f.item_id IS NULL AS is_new,
     f.date_key AS previous_date_key,
     pc.customer_id AS previous_customer_id,
     pp.product_id AS previous_product_id
-FROM resolved r
--- one index lookup per candidate line: a hash join would read the whole fact for a day's
--- batch; an empty fact (full_refresh) is not looked up at all
+FROM _wh_resolved r
+-- one index lookup per candidate line: a hash join would read the whole fact for a day's batch
 LEFT JOIN LATERAL (
     SELECT f.* FROM warehouse.fact_sales f
-    WHERE NOT %(full_refresh)s AND f.item_id = r.item_id
+    WHERE f.item_id = r.item_id
     LIMIT 1
 ) f ON true
 LEFT JOIN warehouse.dim_customers pc ON pc.customer_key = f.customer_key
 LEFT JOIN warehouse.dim_products pp ON pp.product_key = f.product_key
-WHERE f.item_id IS NULL
-   OR (f.date_key, f.customer_key, f.product_key, f.payment_method_key, f.transaction_id,
-       f.quantity, f.unit_price, f.discount_percentage, f.line_total, f.cost_amount)
-      IS DISTINCT FROM
-      (r.date_key, r.customer_key, r.product_key, r.payment_method_key, r.transaction_id,
-       r.quantity, r.unit_price, r.discount_percentage, r.line_total, r.cost_amount);
+WHERE NOT %(full_refresh)s
+  AND (f.item_id IS NULL
+       OR (f.date_key, f.customer_key, f.product_key, f.payment_method_key, f.transaction_id,
+           f.quantity, f.unit_price, f.discount_percentage, f.line_total, f.cost_amount)
+          IS DISTINCT FROM
+          (r.date_key, r.customer_key, r.product_key, r.payment_method_key, r.transaction_id,
+           r.quantity, r.unit_price, r.discount_percentage, r.line_total, r.cost_amount));
 
 -- ── insert the new lines, update the changed ones (one run at a time holds the pipeline lock,
 -- so a plain insert cannot meet a concurrent one; no speculative insertion needed) ──────────
@@ -162,7 +178,8 @@ WITH queued AS (
     RETURNING 1
 )
 SELECT
-    (SELECT count(*) FROM _wh_changes WHERE is_new)                   AS inserted,
+    CASE WHEN %(full_refresh)s THEN (SELECT count(*) FROM _wh_items)
+         ELSE (SELECT count(*) FROM _wh_changes WHERE is_new) END      AS inserted,
     (SELECT count(*) FROM _wh_changes WHERE NOT is_new)               AS updated,
     (SELECT count(*) FROM _wh_inferred WHERE kind = 'customer')       AS inferred_customers,
     (SELECT count(*) FROM _wh_inferred WHERE kind = 'product')        AS inferred_products,
