@@ -191,6 +191,10 @@ class EmbeddedServer:
             SUPERUSER,
             "--auth=trust",
             "--encoding=UTF8",
+            # byte-order collation, which PostgreSQL compares without the C library and sorts
+            # with abbreviated keys: index builds and sorts on the text keys take half the
+            # time. The same order as C.UTF-8's code points; character classes stay UTF-8.
+            "--lc-collate=C",
             "--no-instructions",
         )
         if result.returncode != 0:

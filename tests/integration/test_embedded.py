@@ -56,6 +56,17 @@ def test_start_status_url_stop(tmp_path: Path) -> None:
             assert int(cur.fetchone()[0]) >= 150000
             cur.execute("SHOW listen_addresses")
             assert cur.fetchone()[0] == "127.0.0.1"
+            # byte-order collation (fast text sorts), UTF-8 character classes
+            cur.execute(
+                "SELECT datcollate, datctype FROM pg_database WHERE datname = 'ecommerce_dwh'"
+            )
+            collate, ctype = cur.fetchone()
+            assert collate == "C"
+            cur.execute("SELECT 'B' < 'a', 'a' < 'é'")
+            assert cur.fetchone() == (True, True)
+            if ctype != "C":  # C.UTF-8 where the machine has it
+                cur.execute("SELECT upper('é')")
+                assert cur.fetchone()[0] == "É"
         conn.close()
         # a second start is a no-op on the running server
         assert server.start().pid == status.pid
