@@ -51,11 +51,9 @@ END
 $do$;
 COMMENT ON FUNCTION production.try_date(text) IS 'An ISO date (YYYY-MM-DD) that exists in the calendar, else NULL. One expression, so the planner inlines it.';
 
--- The pattern alone validates: hours 0-23, minutes and seconds 0-59. STABLE like the time
--- type's input function (it reads 'now'): declared IMMUTABLE, the body was not inlined and each
--- row paid a SQL function call (430k order times: 1.6 s, inlined 0.6 s).
+-- The pattern alone validates: hours 0-23, minutes and seconds 0-59.
 CREATE OR REPLACE FUNCTION production.try_time(value text) RETURNS time
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN btrim(value) ~ '^([01]?[0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]{1,6})?)?$'
         THEN btrim(value)::time
