@@ -194,25 +194,13 @@ daily AS (
 )"""
 )
 
-# Customers (current attributes) passing the state and segment filters. Without a state filter
-# the dimension is not read at all (the condition is true at plan time: parameters are literals).
+# Customers passing the state and segment filters, with their current state (stored on
+# agg_customer_metrics with their other metrics: no join of the dimension).
 _CUSTOMERS = """
 customers AS (
     SELECT m.*
     FROM warehouse.agg_customer_metrics AS m
-    WHERE (%(states)s::text[] IS NULL
-           OR m.customer_id IN (SELECT c.customer_id FROM warehouse.dim_customers AS c
-                                WHERE c.is_current AND c.state = ANY (%(states)s::text[])))
-      AND (%(segments)s::text[] IS NULL OR m.customer_segment = ANY (%(segments)s::text[]))
-)"""
-
-# The same with each customer's current state (customers per state).
-_CUSTOMERS_WITH_STATE = """
-customers AS (
-    SELECT m.*, c.state
-    FROM warehouse.agg_customer_metrics AS m
-    LEFT JOIN warehouse.dim_customers AS c ON c.customer_id = m.customer_id AND c.is_current
-    WHERE (%(states)s::text[] IS NULL OR c.state = ANY (%(states)s::text[]))
+    WHERE (%(states)s::text[] IS NULL OR m.state = ANY (%(states)s::text[]))
       AND (%(segments)s::text[] IS NULL OR m.customer_segment = ANY (%(segments)s::text[]))
 )"""
 
@@ -489,7 +477,7 @@ FROM customers
 
 STATES_AGG_SQL = (
     "WITH"
-    + _CUSTOMERS_WITH_STATE
+    + _CUSTOMERS
     + """
 SELECT coalesce(state, 'Unknown') AS state, count(*) AS customers, sum(total_spent) AS revenue
 FROM customers

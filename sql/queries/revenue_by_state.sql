@@ -1,8 +1,9 @@
--- Revenue per customer state (the customers' current state; missing = 'Unknown'): customers,
--- orders, revenue, average order value (revenue / orders) and share of all revenue.
+-- Revenue per customer state (the customers' current state, kept on agg_customer_metrics;
+-- missing = 'Unknown'): customers, orders, revenue, average order value (revenue / orders) and
+-- share of all revenue.
 SELECT
-    coalesce(c.country, 'Unknown')                                       AS country,
-    coalesce(c.state, 'Unknown')                                         AS state,
+    coalesce(m.country, 'Unknown')                                       AS country,
+    coalesce(m.state, 'Unknown')                                         AS state,
     count(*)                                                             AS customers,
     sum(m.transactions)                                                  AS orders,
     sum(m.total_spent)                                                   AS revenue,
@@ -10,6 +11,5 @@ SELECT
     round(sum(m.total_spent) * 100 / nullif(sum(sum(m.total_spent)) OVER (), 0), 2)
                                                                          AS revenue_share_pct
 FROM warehouse.agg_customer_metrics m
-JOIN warehouse.dim_customers c ON c.customer_id = m.customer_id AND c.is_current
 GROUP BY 1, 2
 ORDER BY revenue DESC, country, state

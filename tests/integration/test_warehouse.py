@@ -28,6 +28,7 @@ from test_warehouse_support import (
 )
 
 from dwh import db
+from dwh.stages.analytics import QUERIES_DIR, query_text
 
 pytestmark = pytest.mark.integration
 
@@ -574,6 +575,62 @@ def test_inserted_lines_are_added_to_the_stored_aggregates(wh):
     ]
     incremental = table_checksums(conn)
     assert table_checksums_after_full_refresh(conn, settings) == incremental
+
+
+_REVENUE_BY_STATE = (
+    "SELECT state, revenue FROM (" + query_text(QUERIES_DIR / "revenue_by_state.sql") + ") q"
+)
+
+
+def test_a_customer_moving_without_orders_moves_its_metrics_and_revenue_to_the_new_state(wh):
+    """agg_customer_metrics keeps each customer's current state and country: a batch that only
+    moves a customer (no order) queues it, and its metrics, the revenue per state and the
+    dashboard's customers per state follow, as a full rebuild would have them."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    c2 = next(c for c in BATCH_1.customers if c.customer_id == "C2")
+    spent = scalar(
+        conn, "SELECT total_spent FROM warehouse.agg_customer_metrics WHERE customer_id = 'C2'"
+    )
+    assert spent > 0
+    before = dict(fetch(conn, _REVENUE_BY_STATE))
+    moved = Batch(
+        "batch_0005", dt.date(2024, 3, 22), customers=[replace(c2, state="Goa", city="Panaji")]
+    )
+    load_batch(conn, moved)
+    result = run_stages(conn, settings)
+    assert result["warehouse"].details["fact_sales"]["inserted"] == 0
+    assert result["aggregates"].details["touched"]["customers"] == 1
+    assert fetch(
+        conn,
+        "SELECT state, country FROM warehouse.agg_customer_metrics WHERE customer_id = 'C2'",
+    ) == [("Goa", "India")]
+    after = dict(fetch(conn, _REVENUE_BY_STATE))
+    assert after["Goa"] == spent
+    assert after.get("Maharashtra", 0) == before["Maharashtra"] - spent
+    assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
+    # a rerun queues nothing more
+    assert run_stages(conn, settings)["aggregates"].details["touched"]["customers"] == 0
+
+
+def test_a_database_from_before_the_stored_state_is_upgraded_and_rebuilt(wh):
+    """A database whose agg_customer_metrics has no state and country gets them with a queued
+    full rebuild when the DDL is applied."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    expected = table_checksums(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE warehouse.agg_customer_metrics DROP COLUMN state, DROP COLUMN country"
+        )
+    conn.commit()
+    db.apply_ddl(conn)
+    assert scalar(conn, "SELECT bool_and(is_full_refresh) FROM ops.warehouse_refresh_queue")
+    assert run_stages(conn, settings)["aggregates"].details["full_refresh"] is True
+    assert table_checksums(conn) == expected
+    assert (
+        scalar(conn, "SELECT count(*) FROM warehouse.agg_customer_metrics WHERE state IS NULL") == 0
+    )
 
 
 def test_a_database_from_before_the_added_sums_is_upgraded_and_rebuilt(wh):

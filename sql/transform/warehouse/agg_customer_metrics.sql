@@ -3,7 +3,8 @@
 -- again from its lines in fact_sales, a customer with only inserted lines gets their orders,
 -- sums and dates added to its stored row; then, for every customer whose as-of date moved (the
 -- last order date in the data), recompute recency, its score and the RFM segment (one row per
--- customer: no fact scan). Scores use fixed thresholds from config (docs/warehouse.md).
+-- customer: no fact scan). Scores use fixed thresholds from config (docs/warehouse.md). State
+-- and country: the customer's current dimension row.
 -- Parameters: full; r1..r4 (recency days), f1..f4 (orders), m1..m4 (money), vip_min_spent,
 -- regular_min_transactions. Returns the rows whose recency was recomputed.
 
@@ -23,7 +24,7 @@ WHERE %(full)s OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customer
 INSERT INTO warehouse.agg_customer_metrics (
     customer_id, transactions, total_spent, avg_order_value, first_purchase_date,
     last_purchase_date, as_of_date, days_since_last_purchase, recency_score, frequency_score,
-    monetary_score, rfm_segment, customer_segment
+    monetary_score, rfm_segment, customer_segment, state, country
 )
 SELECT
     t.customer_id, t.transactions, t.total_spent, t.avg_order_value, t.first_purchase_date,
@@ -38,7 +39,9 @@ SELECT
         WHEN t.recency_score <= 2 THEN 'Hibernating'
         ELSE 'Need Attention'
     END,
-    t.customer_segment
+    t.customer_segment,
+    cur.state,
+    cur.country
 FROM (
 SELECT
     s.customer_id,
@@ -111,7 +114,9 @@ CROSS JOIN (
     FROM warehouse.dim_date d
     WHERE d.date_key = (SELECT max(date_key) FROM warehouse.fact_sales)
 ) a
-) t;
+) t
+-- the current dimension row (a change of it queues the customer: dim_customers_scd2.sql)
+LEFT JOIN warehouse.dim_customers cur ON cur.customer_id = t.customer_id AND cur.is_current;
 
 WITH as_of AS (
     SELECT d.full_date AS as_of_date

@@ -153,6 +153,14 @@ SELECT DISTINCT m.date_key, m.customer_id, p.product_id
 FROM moved m
 JOIN warehouse.dim_products p ON p.product_key = m.product_key;
 
+-- ── customers whose current row changed (a new version, an overwrite, a completed inferred
+-- member): agg_customer_metrics keeps their current state and country, so they are queued
+-- (without item_id: recomputed) unless the aggregates are rebuilt anyway ────────────────────
+INSERT INTO ops.warehouse_refresh_queue (customer_id)
+SELECT DISTINCT c.customer_id
+FROM _wh_chg_customers c
+WHERE NOT %(full_refresh)s AND c.current_key IS NOT NULL;
+
 -- ── watermark: the versions looked at ───────────────────────────────────────────────────────
 INSERT INTO ops.warehouse_watermarks (source_table, updated_at)
 SELECT 'production.customer_versions', max(recorded_at) FROM _wh_src_customers
