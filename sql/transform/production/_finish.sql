@@ -38,37 +38,47 @@ bumped AS (
     WHERE r.table_name = %(table_name)s AND r.batch_id = b.batch_id
     RETURNING b.n
 ),
+-- one pass over _promote: its rows grouped by outcome, change, primary reason and defaults
+-- (a few dozen groups), from which every count below is summed
+grouped AS (
+    SELECT outcome, change,
+           CASE WHEN outcome = 'quarantined' THEN reason_codes[1] END AS reason,
+           CASE WHEN outcome = 'accepted' THEN defaults END AS defaults,
+           count(*) AS n
+    FROM _promote
+    GROUP BY 1, 2, 3, 4
+),
 counts AS (
     SELECT
-        count(*) AS staged,
-        count(*) FILTER (WHERE outcome = 'accepted') AS accepted,
-        count(*) FILTER (WHERE outcome = 'quarantined') AS quarantined,
-        count(*) FILTER (WHERE outcome LIKE '%%duplicate') AS duplicates,
-        count(*) FILTER (WHERE change = 'insert') AS inserted,
-        count(*) FILTER (WHERE change = 'update') AS updated,
-        count(*) FILTER (WHERE change = 'unchanged') AS unchanged
-    FROM _promote
+        coalesce(sum(n), 0)::bigint AS staged,
+        coalesce(sum(n) FILTER (WHERE outcome = 'accepted'), 0)::bigint AS accepted,
+        coalesce(sum(n) FILTER (WHERE outcome = 'quarantined'), 0)::bigint AS quarantined,
+        coalesce(sum(n) FILTER (WHERE outcome LIKE '%%duplicate'), 0)::bigint AS duplicates,
+        coalesce(sum(n) FILTER (WHERE change = 'insert'), 0)::bigint AS inserted,
+        coalesce(sum(n) FILTER (WHERE change = 'update'), 0)::bigint AS updated,
+        coalesce(sum(n) FILTER (WHERE change = 'unchanged'), 0)::bigint AS unchanged
+    FROM grouped
 ),
 by_reason AS (
     SELECT coalesce(jsonb_object_agg(reason, n), '{}'::jsonb) AS j
-    FROM (SELECT reason_codes[1] AS reason, count(*) AS n FROM _promote
-          WHERE outcome = 'quarantined' GROUP BY 1) AS x
+    FROM (SELECT reason, sum(n)::bigint AS n FROM grouped WHERE outcome = 'quarantined'
+          GROUP BY 1) AS x
 ),
 by_kind AS (
     SELECT coalesce(jsonb_object_agg(outcome, n), '{}'::jsonb) AS j
-    FROM (SELECT outcome, count(*) AS n FROM _promote
-          WHERE outcome LIKE '%%duplicate' GROUP BY 1) AS x
+    FROM (SELECT outcome, sum(n)::bigint AS n FROM grouped WHERE outcome LIKE '%%duplicate'
+          GROUP BY 1) AS x
 ),
 by_default AS (
     SELECT coalesce(jsonb_object_agg(rule, n), '{}'::jsonb) AS j
-    FROM (SELECT rule, count(*) AS n FROM _promote CROSS JOIN LATERAL unnest(defaults) AS rule
-          WHERE outcome = 'accepted' AND cardinality(defaults) > 0 GROUP BY 1) AS x
+    FROM (SELECT rule, sum(n)::bigint AS n FROM grouped CROSS JOIN LATERAL unnest(defaults) AS rule
+          WHERE outcome = 'accepted' GROUP BY 1) AS x
 )
 SELECT jsonb_build_object(
     'staged', c.staged, 'accepted', c.accepted, 'quarantined', c.quarantined,
     'duplicates', c.duplicates, 'inserted', c.inserted, 'updated', c.updated,
     'unchanged', c.unchanged,
     'quarantined_by_reason', r.j, 'duplicates_by_kind', k.j, 'defaults', d.j,
-    'resolved', (SELECT coalesce(sum(n), 0) FROM bumped)
+    'resolved', (SELECT coalesce(sum(n), 0)::bigint FROM bumped)
 )
 FROM counts AS c, by_reason AS r, by_kind AS k, by_default AS d;
