@@ -162,6 +162,21 @@ def bulk_load(
         cur.execute(f"ANALYZE {table}")
 
 
+# Memory for the hash joins and aggregates of a bulk stage (SET LOCAL: its transaction only),
+# so that joining and grouping millions of rows stays in memory instead of spilling to disk.
+BULK_WORK_MEM = "512MB"
+
+
+def use_bulk_work_mem(conn: psycopg2.extensions.connection) -> None:
+    """Raise work_mem to BULK_WORK_MEM for the rest of the current transaction (never lower)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT set_config('work_mem', %s, true) FROM pg_settings"
+            " WHERE name = 'work_mem' AND setting::bigint < pg_size_bytes(%s) / 1024",
+            (BULK_WORK_MEM, BULK_WORK_MEM),
+        )
+
+
 def analyze_stale(
     conn: psycopg2.extensions.connection,
     tables: Sequence[str],

@@ -172,3 +172,23 @@ def test_analyze_stale_analyzes_only_tables_without_fresh_statistics(
     conn.commit()
     assert db.analyze_stale(conn, ["child"], later_run) == ["child"]
     conn.commit()
+
+
+def test_bulk_work_mem_is_raised_for_the_transaction_only_and_never_lowered(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    def work_mem() -> str:
+        with conn.cursor() as cur:
+            cur.execute("SHOW work_mem")
+            return cur.fetchone()[0]
+
+    session = work_mem()
+    db.use_bulk_work_mem(conn)
+    assert work_mem() == db.BULK_WORK_MEM
+    conn.commit()
+    assert work_mem() == session
+    with conn.cursor() as cur:
+        cur.execute("SET work_mem = '1GB'")
+    db.use_bulk_work_mem(conn)
+    assert work_mem() == "1GB"
+    conn.rollback()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import psycopg2.extensions
 
-from dwh.db import analyze_stale, bulk_load, run_sql_file_row
+from dwh.db import analyze_stale, bulk_load, run_sql_file_row, use_bulk_work_mem
 from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
 from dwh.stages.warehouse import SQL
@@ -36,10 +36,6 @@ AGGREGATES: tuple[str, ...] = (
     "agg_customer_slices",
     "agg_order_category_sets",
 )
-
-# Memory for this stage's hash aggregates (SET LOCAL: this transaction only), so that grouping
-# millions of orders stays in memory instead of spilling sorts to disk.
-WORK_MEM = "512MB"
 
 
 def _params(settings: Settings, full: bool) -> dict[str, object]:
@@ -81,8 +77,7 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         ctx.log.info("nothing queued: aggregates are up to date")
         return StageResult(details={"full_refresh": False, "touched": touched})
     params = _params(settings, full)
-    with conn.cursor() as cur:
-        cur.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
+    use_bulk_work_mem(conn)
     if full:  # statistics for the joins of the whole fact, unless the load just took them
         analyze_stale(
             conn,

@@ -208,6 +208,7 @@ def promote_batch(
             # Two promoters of the same table batch wait for each other; the second finds the
             # reconciliation row and does nothing.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dwh.promote.{table}",))
+            db.use_bulk_work_mem(conn)
             cur.execute(
                 "SELECT 1 FROM ops.reconciliation WHERE table_name = %s AND batch_id = %s",
                 (table, batch_id),

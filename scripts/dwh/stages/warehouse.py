@@ -22,7 +22,13 @@ import psycopg2.extensions
 
 from dwh import citus
 from dwh.contract import PAYMENT_METHODS
-from dwh.db import analyze_stale, bulk_load, run_sql_file_row, table_is_empty
+from dwh.db import (
+    analyze_stale,
+    bulk_load,
+    run_sql_file_row,
+    table_is_empty,
+    use_bulk_work_mem,
+)
 from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
 
@@ -70,6 +76,7 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     full = ctx.options.full_refresh
     # Opt-in, before any write of this transaction: inert without the citus extension.
     distributed = citus.apply(conn, wh.citus, ctx.log)
+    use_bulk_work_mem(conn)
     if full:
         _full_refresh_reset(conn)
         ctx.log.info("full refresh: fact_sales and dimensions emptied, every version replayed")
