@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import sql
 
 from dwh.exceptions import DatabaseUnavailable
 from dwh.settings import PROJECT_ROOT, Settings, mask_url
@@ -202,7 +203,8 @@ def analyze_stale(
         )
         stale = [row[0] for row in cur.fetchall()]
         if stale:
-            cur.execute(f"ANALYZE {', '.join(stale)}")
+            names = (sql.Identifier(*name.split(".")) for name in stale)
+            cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(names)))
     return stale
 
 
