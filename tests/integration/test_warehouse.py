@@ -613,38 +613,25 @@ def test_a_customer_moving_without_orders_moves_its_metrics_and_revenue_to_the_n
     assert run_stages(conn, settings)["aggregates"].details["touched"]["customers"] == 0
 
 
-def test_a_database_from_before_the_stored_state_is_upgraded_and_rebuilt(wh):
-    """A database whose agg_customer_metrics has no state and country gets them with a queued
-    full rebuild when the DDL is applied."""
+@pytest.mark.parametrize(
+    "older_schema",
+    [
+        # before agg_product_performance kept lines and discount_sum (and the queue item_id)
+        "ALTER TABLE warehouse.agg_product_performance DROP COLUMN lines,"
+        " DROP COLUMN discount_sum; ALTER TABLE ops.warehouse_refresh_queue DROP COLUMN item_id",
+        # before agg_customer_metrics kept the current state and country
+        "ALTER TABLE warehouse.agg_customer_metrics DROP COLUMN state, DROP COLUMN country",
+    ],
+    ids=["added_sums", "stored_state"],
+)
+def test_a_database_from_before_new_aggregate_columns_is_upgraded_and_rebuilt(wh, older_schema):
+    """Applying the DDL to a database from before an aggregate's new columns adds them and
+    queues a full rebuild, which fills them: every table as if built with them."""
     conn, settings = wh
     _load_both(conn, settings)
     expected = table_checksums(conn)
     with conn.cursor() as cur:
-        cur.execute(
-            "ALTER TABLE warehouse.agg_customer_metrics DROP COLUMN state, DROP COLUMN country"
-        )
-    conn.commit()
-    db.apply_ddl(conn)
-    assert scalar(conn, "SELECT bool_and(is_full_refresh) FROM ops.warehouse_refresh_queue")
-    assert run_stages(conn, settings)["aggregates"].details["full_refresh"] is True
-    assert table_checksums(conn) == expected
-    assert (
-        scalar(conn, "SELECT count(*) FROM warehouse.agg_customer_metrics WHERE state IS NULL") == 0
-    )
-
-
-def test_a_database_from_before_the_added_sums_is_upgraded_and_rebuilt(wh):
-    """A database created before agg_product_performance kept lines and discount_sum (and the
-    queue item_id): applying the DDL adds them and queues a full rebuild, which fills them."""
-    conn, settings = wh
-    _load_both(conn, settings)
-    expected = table_checksums(conn)
-    with conn.cursor() as cur:
-        cur.execute(
-            "ALTER TABLE warehouse.agg_product_performance DROP COLUMN lines,"
-            " DROP COLUMN discount_sum;"
-            "ALTER TABLE ops.warehouse_refresh_queue DROP COLUMN item_id"
-        )
+        cur.execute(older_schema)
     conn.commit()
     db.apply_ddl(conn)
     assert scalar(conn, "SELECT bool_and(is_full_refresh) FROM ops.warehouse_refresh_queue")

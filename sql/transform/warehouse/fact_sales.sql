@@ -83,22 +83,9 @@ LEFT JOIN warehouse.dim_products dp
 LEFT JOIN warehouse.dim_payment_method pm
        ON pm.payment_method_name = i.payment_method;
 
--- ── an empty fact (full_refresh): every candidate is new, inserted straight from the join ───
-INSERT INTO warehouse.fact_sales (
-    date_key, customer_key, product_key, payment_method_key, transaction_id, item_id,
-    quantity, unit_price, discount_percentage, discount_amount, gross_amount, line_total,
-    cost_amount, profit, _batch_id
-)
-SELECT
-    r.date_key, r.customer_key, r.product_key, r.payment_method_key, r.transaction_id,
-    r.item_id, r.quantity, r.unit_price, r.discount_percentage, r.discount_amount,
-    r.gross_amount, r.line_total, r.cost_amount, r.profit, r._batch_id
-FROM _wh_resolved r
-WHERE %(full_refresh)s;
-
--- ── otherwise keep what changes: new lines, and existing lines whose values differ (with
--- their previous keys: the old date, customer and product need a refresh of the aggregates
--- too) ────────────────────────────────────────────────────────────────────────────────────────
+-- ── unless the fact is empty, keep what changes: new lines, and existing lines whose values
+-- differ (with their previous keys: the old date, customer and product need a refresh of the
+-- aggregates too) ─────────────────────────────────────────────────────────────────────────────
 DROP TABLE IF EXISTS _wh_changes;
 CREATE TEMP TABLE _wh_changes ON COMMIT DROP AS
 SELECT
@@ -124,19 +111,27 @@ WHERE NOT %(full_refresh)s
           (r.date_key, r.customer_key, r.product_key, r.payment_method_key, r.transaction_id,
            r.quantity, r.unit_price, r.discount_percentage, r.line_total, r.cost_amount));
 
--- ── insert the new lines, update the changed ones (one run at a time holds the pipeline lock,
--- so a plain insert cannot meet a concurrent one; no speculative insertion needed) ──────────
+-- ── insert the new lines (an empty fact, full_refresh: every candidate, straight from the
+-- join, without the temp table), update the changed ones. One run at a time holds the pipeline
+-- lock, so a plain insert cannot meet a concurrent one; no speculative insertion needed ──────
 INSERT INTO warehouse.fact_sales (
     date_key, customer_key, product_key, payment_method_key, transaction_id, item_id,
     quantity, unit_price, discount_percentage, discount_amount, gross_amount, line_total,
     cost_amount, profit, _batch_id
 )
 SELECT
-    c.date_key, c.customer_key, c.product_key, c.payment_method_key, c.transaction_id,
-    c.item_id, c.quantity, c.unit_price, c.discount_percentage, c.discount_amount,
-    c.gross_amount, c.line_total, c.cost_amount, c.profit, c._batch_id
-FROM _wh_changes c
-WHERE c.is_new;
+    n.date_key, n.customer_key, n.product_key, n.payment_method_key, n.transaction_id,
+    n.item_id, n.quantity, n.unit_price, n.discount_percentage, n.discount_amount,
+    n.gross_amount, n.line_total, n.cost_amount, n.profit, n._batch_id
+FROM (
+    SELECT r.* FROM _wh_resolved r WHERE %(full_refresh)s
+    UNION ALL
+    SELECT c.item_id, c.date_key, c.customer_key, c.product_key, c.payment_method_key,
+           c.transaction_id, c.quantity, c.unit_price, c.discount_percentage,
+           c.discount_amount, c.gross_amount, c.line_total, c.cost_amount, c.profit,
+           c._batch_id, c.customer_id, c.product_id
+    FROM _wh_changes c WHERE c.is_new
+) n;
 
 UPDATE warehouse.fact_sales AS f
 SET date_key = c.date_key,
