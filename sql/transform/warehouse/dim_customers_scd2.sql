@@ -153,13 +153,17 @@ SELECT DISTINCT m.date_key, m.customer_id, p.product_id
 FROM moved m
 JOIN warehouse.dim_products p ON p.product_key = m.product_key;
 
--- ── customers whose current row changed (a new version, an overwrite, a completed inferred
--- member): agg_customer_metrics keeps their current state and country, so they are queued
--- (without item_id: recomputed) unless the aggregates are rebuilt anyway ────────────────────
+-- ── customers whose current state or country now differs from the one agg_customer_metrics
+-- keeps (a new version, an overwrite, a completed inferred member) are queued (without
+-- item_id: recomputed), unless the aggregates are rebuilt anyway ───────────────────────────
 INSERT INTO ops.warehouse_refresh_queue (customer_id)
-SELECT DISTINCT c.customer_id
-FROM _wh_chg_customers c
-WHERE NOT %(full_refresh)s AND c.current_key IS NOT NULL;
+SELECT m.customer_id
+FROM warehouse.agg_customer_metrics m
+JOIN warehouse.dim_customers d ON d.customer_id = m.customer_id AND d.is_current
+WHERE NOT %(full_refresh)s
+  AND m.customer_id = ANY (ARRAY(SELECT customer_id FROM _wh_chg_customers
+                                 WHERE current_key IS NOT NULL))
+  AND (m.state, m.country) IS DISTINCT FROM (d.state, d.country);
 
 -- ── watermark: the versions looked at ───────────────────────────────────────────────────────
 INSERT INTO ops.warehouse_watermarks (source_table, updated_at)
