@@ -31,8 +31,9 @@ class Progress:
                 self.stream.write(f"\r[{position}/{total}] {name} … {elapsed:6.1f}s ")
                 self.stream.flush()
 
-        ticker = threading.Thread(target=draw, name="progress", daemon=True) if ticking else None
-        if ticker is not None:
+        ticker = None
+        if ticking:
+            ticker = threading.Thread(target=draw, name="progress", daemon=True)
             ticker.start()
         else:
             self.stream.write(f"\r[{position}/{total}] {name} …")

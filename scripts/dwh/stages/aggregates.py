@@ -8,8 +8,8 @@ named by a changed line or dimension is recomputed from fact_sales (agg_refresh_
 Values that depend on all rows (recency as of the last order date, cohort sizes) are re-derived
 from the aggregates themselves, never from the facts; product revenue ranks are not stored
 (the queries rank at read time). With --full-refresh, or when the warehouse stage queued a full
-rebuild, every aggregate is rebuilt from fact_sales; both paths give the same tables (tests/integration/test_warehouse*.py).
-Details: docs/warehouse.md.
+rebuild, every aggregate is rebuilt from fact_sales; both paths give the same tables
+(tests/integration/test_warehouse*.py). Details: docs/warehouse.md.
 """
 
 from __future__ import annotations
