@@ -90,8 +90,12 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_order_category_sets (
     payment_method_key  bigint        NOT NULL,
     orders              integer       NOT NULL
 );
-CREATE INDEX IF NOT EXISTS agg_order_category_sets_date_idx
-    ON warehouse.agg_order_category_sets (date_key);
+-- a range of days (the dashboard), and the rows a segment move changes (date, method and set
+-- by index; state and segment, which may be NULL, as a filter): by date alone, a batch's few
+-- hundred moved rows were looked up with a scan of the whole table
+DROP INDEX IF EXISTS warehouse.agg_order_category_sets_date_idx;
+CREATE INDEX IF NOT EXISTS agg_order_category_sets_key_idx
+    ON warehouse.agg_order_category_sets (date_key, payment_method_key, categories);
 
 COMMENT ON TABLE warehouse.agg_order_category_sets IS 'Orders with lines in two or more categories, per order date x set of categories x state x customer segment x payment method (keys as in agg_sales_slices). With several categories selected, distinct orders = sum of agg_sales_slices.orders over the selected categories - sum here of orders x (selected categories in the set - 1), for the sets holding two or more of them.';
 COMMENT ON COLUMN warehouse.agg_order_category_sets.date_key IS 'Order date (dim_date.date_key).';
