@@ -180,6 +180,29 @@ CREATE INDEX IF NOT EXISTS fact_sales_customer_idx ON warehouse.fact_sales (cust
 CREATE INDEX IF NOT EXISTS fact_sales_product_idx ON warehouse.fact_sales (product_key);
 CREATE INDEX IF NOT EXISTS fact_sales_payment_idx ON warehouse.fact_sales (payment_method_key);
 
+-- On PostgreSQL 18 and later the fact's foreign keys are NOT ENFORCED: declared (the catalogue,
+-- BI tools and the data dictionary see the star's relationships) but not checked by a trigger
+-- per inserted line, which took most of a batch's fact insert (a locking lookup in each of the
+-- four dimensions per line). The keys come from those dimensions or are -1, their unknown
+-- members, and fact_sales.sql checks every line it writes in one set-based query (orphan_lines:
+-- the stage fails the run on any). Before 18 they stay enforced (no NOT ENFORCED there).
+DO $do$
+DECLARE
+    fk record;
+BEGIN
+    IF current_setting('server_version_num')::int >= 180000 THEN
+        FOR fk IN
+            EXECUTE 'SELECT conname FROM pg_catalog.pg_constraint'
+                    ' WHERE conrelid = ''warehouse.fact_sales''::regclass AND contype = ''f'''
+                    '   AND conenforced'
+        LOOP
+            EXECUTE format('ALTER TABLE warehouse.fact_sales ALTER CONSTRAINT %I NOT ENFORCED',
+                           fk.conname);
+        END LOOP;
+    END IF;
+END
+$do$;
+
 COMMENT ON TABLE warehouse.fact_sales IS 'Sales fact, grain: one row per order line (production.transaction_items). Every key resolves; customer_key and product_key point at the dimension version valid on the order date.';
 COMMENT ON COLUMN warehouse.fact_sales.sales_key IS 'Surrogate key of the order line in the warehouse.';
 COMMENT ON COLUMN warehouse.fact_sales.date_key IS 'Order date (dim_date.date_key, yyyymmdd).';

@@ -28,6 +28,7 @@ from test_warehouse_support import (
 )
 
 from dwh import db
+from dwh.exceptions import PipelineError
 from dwh.stages.analytics import QUERIES_DIR, query_text
 
 pytestmark = pytest.mark.integration
@@ -274,6 +275,75 @@ def test_batch_without_business_date_uses_its_last_order_date(wh):
         "SELECT effective_from FROM warehouse.dim_customers"
         " WHERE customer_id = 'C1' AND is_current",
     ) == [(dt.date(2024, 3, 14),)]
+
+
+def test_fact_foreign_keys_declared_and_enforced_before_postgresql_18(wh):
+    conn, settings = wh
+    load_batch(conn, BATCH_1)
+    run_stages(conn, settings)
+    version = int(scalar(conn, "SELECT current_setting('server_version_num')"))
+    enforced = "conenforced" if version >= 180000 else "true"
+    keys = fetch(
+        conn,
+        f"SELECT pg_get_constraintdef(oid), {enforced} FROM pg_constraint"
+        " WHERE conrelid = 'warehouse.fact_sales'::regclass AND contype = 'f' ORDER BY 1",
+    )
+    # every relationship of the star stays in the catalogue, for BI tools and the dictionary
+    assert [k[0].split(" NOT ENFORCED")[0] for k in keys] == [
+        f"FOREIGN KEY ({column}) REFERENCES warehouse.{dim}({column})"
+        for column, dim in (
+            ("customer_key", "dim_customers"),
+            ("date_key", "dim_date"),
+            ("payment_method_key", "dim_payment_method"),
+            ("product_key", "dim_products"),
+        )
+    ]
+    # checked per line by triggers before 18; from 18 by the fact load's own query (below)
+    assert {k[1] for k in keys} == {version < 180000}
+
+
+def test_fact_line_whose_dimension_row_vanishes_fails_the_load(wh):
+    """A line must never point at a missing dimension row. Here a trigger deletes the customer
+    version of each line as it is inserted: before PostgreSQL 18 the foreign key refuses it,
+    from 18 (foreign keys NOT ENFORCED) the fact load's own check does; the run fails and the
+    warehouse keeps its previous state either way."""
+    conn, settings = wh
+    load_batch(conn, BATCH_1)
+    run_stages(conn, settings)
+    before = table_checksums(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            CREATE FUNCTION pg_temp.drop_customer_versions() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                DELETE FROM warehouse.dim_customers
+                WHERE customer_key IN (SELECT customer_key FROM new_lines);
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER drop_customer_versions AFTER INSERT ON warehouse.fact_sales
+            REFERENCING NEW TABLE AS new_lines
+            FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.drop_customer_versions();
+            """
+        )
+    conn.commit()
+    load_batch(conn, BATCH_2)
+    version = int(scalar(conn, "SELECT current_setting('server_version_num')"))
+    refused_by = (
+        pytest.raises(PipelineError, match=r"fact_sales: \d+ order lines .* does not exist")
+        if version >= 180000
+        else pytest.raises(psycopg2.errors.ForeignKeyViolation)
+    )
+    with refused_by:
+        run_stages(conn, settings, ("warehouse",))
+    with conn.cursor() as cur:
+        cur.execute("DROP TRIGGER drop_customer_versions ON warehouse.fact_sales")
+    conn.commit()
+    assert table_checksums(conn) == before
+    run_stages(conn, settings)
+    assert scalar(conn, "SELECT count(*) FROM warehouse.fact_sales") == sum(
+        len(b.items) for b in (BATCH_1, BATCH_2)
+    )
 
 
 def test_late_arriving_customer_and_product_get_inferred_members(wh):

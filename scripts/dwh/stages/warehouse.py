@@ -29,6 +29,7 @@ from dwh.db import (
     table_is_empty,
     use_bulk_work_mem,
 )
+from dwh.exceptions import PipelineError
 from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
 
@@ -125,6 +126,15 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         facts = run_sql_file_row(
             conn, f"{SQL}/fact_sales.sql", {**scd, "full_refresh": full or fact_empty}
         )
+    if facts and int(facts["orphan_lines"]):
+        # a bug, not bad input: the transaction rolls back and the fact keeps its last state
+        raise PipelineError(
+            f"warehouse.fact_sales: {facts['orphan_lines']} order lines of this load point at"
+            " a dimension row that does not exist; nothing was written (please report this"
+            " with the run's log)",
+            stage="warehouse",
+            table="warehouse.fact_sales",
+        )
     if fact_empty and not full and facts and int(facts["inserted"]):
         with conn.cursor() as cur:
             cur.execute("INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true)")
@@ -134,6 +144,7 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         "inferred_customers": 0,
         "inferred_products": 0,
         "queued_keys": 0,
+        "orphan_lines": 0,
     }
     bi_login = _grant_bi_login(conn, ctx)
     ctx.log.info(

@@ -5,7 +5,8 @@
 -- The keys of every inserted or changed line (old and new) are queued for the aggregates.
 -- Parameters: full_refresh (the fact is empty: every line is inserted straight from the join,
 -- no keys are queued, the aggregates are rebuilt), first_from.
--- Returns one row: inserted, updated, inferred customers, inferred products.
+-- Returns one row: inserted, updated, inferred customers, inferred products, queued keys,
+-- orphan lines (written lines whose keys have no dimension row: the stage fails on any).
 
 -- ── inferred members ─────────────────────────────────────────────────────────────────────────
 DROP TABLE IF EXISTS _wh_inferred;
@@ -178,4 +179,20 @@ SELECT
     (SELECT count(*) FROM _wh_changes WHERE NOT is_new)               AS updated,
     (SELECT count(*) FROM _wh_inferred WHERE kind = 'customer')       AS inferred_customers,
     (SELECT count(*) FROM _wh_inferred WHERE kind = 'product')        AS inferred_products,
-    (SELECT count(*) FROM queued)                                     AS queued_keys;
+    (SELECT count(*) FROM queued)                                     AS queued_keys,
+    -- lines written here with a key that no dimension row has: none can be (each key comes
+    -- from its dimension or is -1, the unknown member), but on PostgreSQL 18+ no foreign key
+    -- trigger checks it (50_warehouse.sql), so this one query does, for the stage to fail on
+    (SELECT count(*)
+     FROM (SELECT f.date_key, f.customer_key, f.product_key, f.payment_method_key
+           FROM warehouse.fact_sales f WHERE %(full_refresh)s
+           UNION ALL
+           SELECT c.date_key, c.customer_key, c.product_key, c.payment_method_key
+           FROM _wh_changes c) w
+     WHERE NOT EXISTS (SELECT 1 FROM warehouse.dim_date d WHERE d.date_key = w.date_key)
+        OR NOT EXISTS (SELECT 1 FROM warehouse.dim_customers d
+                       WHERE d.customer_key = w.customer_key)
+        OR NOT EXISTS (SELECT 1 FROM warehouse.dim_products d
+                       WHERE d.product_key = w.product_key)
+        OR NOT EXISTS (SELECT 1 FROM warehouse.dim_payment_method d
+                       WHERE d.payment_method_key = w.payment_method_key)) AS orphan_lines;
