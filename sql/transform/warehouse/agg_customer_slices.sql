@@ -1,21 +1,18 @@
 -- agg_customer_slices: per customer x category x state (of the versions the lines point at),
 -- the first and last order dates and the revenue; segment: the customer's current one.
--- Touched customers are deleted and inserted again: a customer to recompute from its lines
--- (through the fact's customer index), a customer with only inserted lines from its stored rows
--- plus those lines (agg_refresh_keys.sql); a full rebuild sums the per-order rows of every date
--- agg_daily_sales.sql built (_agg_order_cat). Parameter: full. Runs after agg_customer_metrics.
+-- A full rebuild sums the per-order rows of every date agg_daily_sales.sql built
+-- (_agg_order_cat). A customer to recompute (agg_refresh_keys.sql) is deleted and inserted again
+-- from its lines (through the fact's customer index). A customer with only inserted lines gets
+-- their sums added in place: its rows of the categories and states of those lines are updated
+-- (or inserted when new), and its other rows change only when its segment did; a day's batch so
+-- writes the rows it adds to, not every row of every customer it touches.
+-- Parameter: full. Runs after agg_customer_metrics.
 
-DROP TABLE IF EXISTS _agg_customer_slices_old;
-
-CREATE TEMP TABLE _agg_customer_slices_old ON COMMIT DROP AS
-SELECT s.customer_id, s.category, s.state, s.first_purchase_date, s.last_purchase_date,
-       s.revenue
-FROM warehouse.agg_customer_slices s
-WHERE NOT %(full)s
-  AND s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute));
+DROP TABLE IF EXISTS _agg_customer_slices_added;
 
 DELETE FROM warehouse.agg_customer_slices
-WHERE %(full)s OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers));
+WHERE %(full)s
+   OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE recompute));
 
 INSERT INTO warehouse.agg_customer_slices (
     customer_id, category, state, customer_segment, first_purchase_date, last_purchase_date,
@@ -32,33 +29,63 @@ FROM (
     WHERE %(full)s
     GROUP BY s.customer_id, s.category, s.state
     UNION ALL
-    SELECT x.customer_id, x.category, x.state, min(x.first_purchase_date),
-           max(x.last_purchase_date), sum(x.revenue)
-    FROM (
-        SELECT c.customer_id, p.category COLLATE "C" AS category, c.state COLLATE "C" AS state,
-               to_date(min(f.date_key)::text, 'YYYYMMDD') AS first_purchase_date,
-               to_date(max(f.date_key)::text, 'YYYYMMDD') AS last_purchase_date,
-               sum(f.line_total) AS revenue
-        FROM _agg_customers k
-        JOIN warehouse.dim_customers c ON c.customer_id = k.customer_id
-        JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
-        JOIN warehouse.dim_products p ON p.product_key = f.product_key
-        WHERE NOT %(full)s AND k.recompute
-        GROUP BY 1, 2, 3
-        UNION ALL
-        SELECT customer_id, category, state, first_purchase_date, last_purchase_date, revenue
-        FROM _agg_customer_slices_old
-        UNION ALL
-        SELECT a.customer_id, a.category, a.state,
-               to_date(min(a.date_key)::text, 'YYYYMMDD'),
-               to_date(max(a.date_key)::text, 'YYYYMMDD'), sum(a.line_total)
-        FROM _agg_added a
-        JOIN _agg_customers k ON k.customer_id = a.customer_id AND NOT k.recompute
-        WHERE NOT %(full)s
-        GROUP BY 1, 2, 3
-    ) x
-    GROUP BY x.customer_id, x.category, x.state
+    SELECT c.customer_id, p.category COLLATE "C", c.state COLLATE "C",
+           to_date(min(f.date_key)::text, 'YYYYMMDD'),
+           to_date(max(f.date_key)::text, 'YYYYMMDD'), sum(f.line_total)
+    FROM _agg_customers k
+    JOIN warehouse.dim_customers c ON c.customer_id = k.customer_id
+    JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
+    JOIN warehouse.dim_products p ON p.product_key = f.product_key
+    WHERE NOT %(full)s AND k.recompute
+    GROUP BY 1, 2, 3
 ) y
 LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = y.customer_id;
+
+-- ── customers with only inserted lines: add their sums ────────────────────────────────────────
+CREATE TEMP TABLE _agg_customer_slices_added ON COMMIT DROP AS
+SELECT a.customer_id, a.category, a.state, m.customer_segment,
+       to_date(min(a.date_key)::text, 'YYYYMMDD') AS first_purchase_date,
+       to_date(max(a.date_key)::text, 'YYYYMMDD') AS last_purchase_date,
+       sum(a.line_total) AS revenue
+FROM _agg_added a
+JOIN _agg_customers k ON k.customer_id = a.customer_id AND NOT k.recompute
+LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = a.customer_id
+WHERE NOT %(full)s
+GROUP BY a.customer_id, a.category, a.state, m.customer_segment;
+
+ANALYZE _agg_customer_slices_added;
+
+-- a customer's few rows are found by its id (the key index); category and state, which may be
+-- NULL, are compared as a filter
+UPDATE warehouse.agg_customer_slices s
+SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
+    last_purchase_date = greatest(s.last_purchase_date, a.last_purchase_date),
+    revenue = s.revenue + a.revenue,
+    customer_segment = a.customer_segment
+FROM _agg_customer_slices_added a
+WHERE s.customer_id = a.customer_id
+  AND s.category IS NOT DISTINCT FROM a.category
+  AND s.state IS NOT DISTINCT FROM a.state;
+
+INSERT INTO warehouse.agg_customer_slices (
+    customer_id, category, state, customer_segment, first_purchase_date, last_purchase_date,
+    revenue
+)
+SELECT a.customer_id, a.category, a.state, a.customer_segment, a.first_purchase_date,
+       a.last_purchase_date, a.revenue
+FROM _agg_customer_slices_added a
+WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_customer_slices s
+                  WHERE s.customer_id = a.customer_id
+                    AND s.category IS NOT DISTINCT FROM a.category
+                    AND s.state IS NOT DISTINCT FROM a.state);
+
+-- their other rows: the current segment, where it changed
+UPDATE warehouse.agg_customer_slices s
+SET customer_segment = m.customer_segment
+FROM _agg_customers k
+LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = k.customer_id
+WHERE NOT %(full)s AND NOT k.recompute
+  AND s.customer_id = k.customer_id
+  AND s.customer_segment IS DISTINCT FROM m.customer_segment;
 
 SELECT count(*) AS customers FROM _agg_customers;
