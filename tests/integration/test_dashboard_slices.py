@@ -40,7 +40,9 @@ PAIRS = (
 )
 SLICE_TABLES = (
     "agg_sales_slices",
+    "agg_sales_slices_any_state",
     "agg_order_category_sets",
+    "agg_order_category_sets_any_state",
     "agg_customer_slices",
     "agg_customer_metrics",
 )

@@ -691,12 +691,15 @@ def test_a_customer_moving_without_orders_moves_its_metrics_and_revenue_to_the_n
         " DROP COLUMN discount_sum; ALTER TABLE ops.warehouse_refresh_queue DROP COLUMN item_id",
         # before agg_customer_metrics kept the current state and country
         "ALTER TABLE warehouse.agg_customer_metrics DROP COLUMN state, DROP COLUMN country",
+        # before the slices summed over states
+        "DROP TABLE warehouse.agg_sales_slices_any_state,"
+        " warehouse.agg_order_category_sets_any_state",
     ],
-    ids=["added_sums", "stored_state"],
+    ids=["added_sums", "stored_state", "any_state_slices"],
 )
-def test_a_database_from_before_new_aggregate_columns_is_upgraded_and_rebuilt(wh, older_schema):
-    """Applying the DDL to a database from before an aggregate's new columns adds them and
-    queues a full rebuild, which fills them: every table as if built with them."""
+def test_a_database_from_before_new_aggregates_is_upgraded_and_rebuilt(wh, older_schema):
+    """Applying the DDL to a database from before an aggregate's new columns or tables adds them
+    and queues a full rebuild, which fills them: every table as if built with them."""
     conn, settings = wh
     _load_both(conn, settings)
     expected = table_checksums(conn)

@@ -24,7 +24,8 @@ from dwh.stages.warehouse import SQL
 STAGE = "aggregates"
 
 # Refresh order matters: cohorts read the first purchase dates of agg_customer_metrics; the
-# slices read its segments, and agg_customer_slices the per-order rows agg_sales_slices leaves.
+# slices read its segments, and agg_customer_slices the per-order rows agg_sales_slices leaves;
+# each *_any_state table sums what its table just refreshed over states.
 AGGREGATES: tuple[str, ...] = (
     "agg_daily_sales",
     "agg_payment_method_daily",
@@ -33,8 +34,10 @@ AGGREGATES: tuple[str, ...] = (
     "agg_customer_metrics",
     "agg_monthly_cohorts",
     "agg_sales_slices",
+    "agg_sales_slices_any_state",
     "agg_customer_slices",
     "agg_order_category_sets",
+    "agg_order_category_sets_any_state",
 )
 
 
