@@ -55,15 +55,16 @@ GROUP BY a.customer_id, a.category, a.state, m.customer_segment;
 
 ANALYZE _agg_customer_slices_added;
 
--- a customer's few rows are found by its id (the key index); category and state, which may be
--- NULL, are compared as a filter
+-- the rows of those customers are read through the key index (the array: not a scan of the
+-- whole table); category and state, which may be NULL, are compared after the id
 UPDATE warehouse.agg_customer_slices s
 SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
     last_purchase_date = greatest(s.last_purchase_date, a.last_purchase_date),
     revenue = s.revenue + a.revenue,
     customer_segment = a.customer_segment
 FROM _agg_customer_slices_added a
-WHERE s.customer_id = a.customer_id
+WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
+  AND s.customer_id = a.customer_id
   AND s.category IS NOT DISTINCT FROM a.category
   AND s.state IS NOT DISTINCT FROM a.state;
 
@@ -75,7 +76,9 @@ SELECT a.customer_id, a.category, a.state, a.customer_segment, a.first_purchase_
        a.last_purchase_date, a.revenue
 FROM _agg_customer_slices_added a
 WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_customer_slices s
-                  WHERE s.customer_id = a.customer_id
+                  WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers
+                                                   WHERE NOT recompute))
+                    AND s.customer_id = a.customer_id
                     AND s.category IS NOT DISTINCT FROM a.category
                     AND s.state IS NOT DISTINCT FROM a.state);
 
@@ -85,6 +88,7 @@ SET customer_segment = m.customer_segment
 FROM _agg_customers k
 LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = k.customer_id
 WHERE NOT %(full)s AND NOT k.recompute
+  AND s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
   AND s.customer_id = k.customer_id
   AND s.customer_segment IS DISTINCT FROM m.customer_segment;
 
