@@ -683,6 +683,44 @@ def test_a_customer_moving_without_orders_moves_its_metrics_and_revenue_to_the_n
     assert run_stages(conn, settings)["aggregates"].details["touched"]["customers"] == 0
 
 
+def test_customers_moving_with_new_orders_get_them_added_to_their_cohort_cells(wh):
+    """A customer whose state changed is recomputed, but its lines did not change: its new
+    orders are added to its cohort cells (a new active customer in a month it had no order
+    in, none in a month it had one) instead of the month being recomputed from every line,
+    and the result is the full rebuild's."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    c1, c2 = (
+        next(c for c in merged([BATCH_1, BATCH_2]).customers if c.customer_id == i)
+        for i in ("C1", "C2")
+    )
+    day = dt.date(2024, 3, 22)
+    moved = Batch(
+        "batch_0005",
+        day,
+        customers=[
+            replace(c1, state="Punjab", city="Amritsar"),
+            replace(c2, state="Goa", city="Panaji"),
+        ],
+        transactions=[Transaction("T20", "C1", day, "UPI"), Transaction("T21", "C2", day, "UPI")],
+        items=[
+            Item("I20", "T20", "P1", 1, D("500.00"), D("0")),
+            Item("I21", "T21", "P4", 2, D("20.00"), D("0")),
+        ],
+    )
+    cohort_march = (
+        "SELECT active_customers, revenue FROM warehouse.agg_monthly_cohorts"
+        " WHERE cohort_month = DATE '2024-01-01' AND activity_month = DATE '2024-03-01'"
+    )
+    active, revenue = fetch(conn, cohort_march)[0]
+    load_batch(conn, moved)
+    result = run_stages(conn, settings)
+    assert result["aggregates"].details["touched"]["customers"] == 2
+    # C1 had ordered in March already, C2 had not: one more active customer, both orders' revenue
+    assert fetch(conn, cohort_march) == [(active + 1, revenue + D("540.00"))]
+    assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
+
+
 @pytest.mark.parametrize(
     "older_schema",
     [

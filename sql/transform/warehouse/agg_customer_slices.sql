@@ -8,7 +8,7 @@
 -- writes the rows it adds to, not every row of every customer it touches.
 -- Parameter: full. Runs after agg_customer_metrics.
 
-DROP TABLE IF EXISTS _agg_customer_slices_added;
+DROP TABLE IF EXISTS _agg_customer_slices_added, _agg_customer_slices_moves;
 
 DELETE FROM warehouse.agg_customer_slices
 WHERE %(full)s
@@ -82,14 +82,20 @@ WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_customer_slices s
                     AND s.category IS NOT DISTINCT FROM a.category
                     AND s.state IS NOT DISTINCT FROM a.state);
 
--- their other rows: the current segment, where it changed
-UPDATE warehouse.agg_customer_slices s
-SET customer_segment = m.customer_segment
+-- their other rows: the new segment of those whose segment changed (their rows hold the one
+-- from before this refresh, old_segment), read through the key index
+CREATE TEMP TABLE _agg_customer_slices_moves ON COMMIT DROP AS
+SELECT k.customer_id, m.customer_segment AS new_segment
 FROM _agg_customers k
 LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = k.customer_id
 WHERE NOT %(full)s AND NOT k.recompute
-  AND s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
+  AND k.old_segment IS DISTINCT FROM m.customer_segment;
+
+UPDATE warehouse.agg_customer_slices s
+SET customer_segment = k.new_segment
+FROM _agg_customer_slices_moves k
+WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customer_slices_moves))
   AND s.customer_id = k.customer_id
-  AND s.customer_segment IS DISTINCT FROM m.customer_segment;
+  AND s.customer_segment IS DISTINCT FROM k.new_segment;
 
 SELECT count(*) AS customers FROM _agg_customers;

@@ -1,9 +1,11 @@
 -- agg_monthly_cohorts: refresh the cohort x month cells the touched customers were active in:
 -- a cell touched only by inserted lines of customers who stay in their cohort gets their revenue
--- and the customers active in it for the first time added; a cell a customer to recompute was
--- active in is recomputed from the facts of its month; whole cohorts a customer moved into or out
--- of (an earlier first purchase arrived) are rebuilt; then refresh cohort sizes and retention
--- rates (one row per cell: no fact scan).
+-- and the customers active in it for the first time added; a cell in which a line changed (or a
+-- dimension version was overwritten) is recomputed from the facts of its month; whole cohorts a
+-- customer moved into or out of (an earlier first purchase arrived) are rebuilt; then refresh
+-- cohort sizes and retention rates (one row per cell: no fact scan). A customer recomputed for
+-- another reason (its state changed) has its inserted lines added like anyone's: its cells'
+-- lines did not change, and a month's recompute reads every line of that month.
 -- Runs after agg_customer_metrics.sql (it reads the new first purchase dates).
 -- Parameter: full (every cohort). Returns the cells whose size or rate changed.
 
@@ -23,13 +25,13 @@ UNION
 SELECT new_cohort FROM _agg_cohort_moves
 WHERE old_cohort IS NOT NULL AND new_cohort IS NOT NULL AND old_cohort <> new_cohort;
 
--- cells to recompute: those of the customers to recompute
+-- cells to recompute: those in which a line changed
 CREATE TEMP TABLE _agg_cohort_cells ON COMMIT DROP AS
 SELECT DISTINCT m.new_cohort AS cohort_month, c.activity_month
 FROM _agg_cells c
-JOIN _agg_customers k ON k.customer_id = c.customer_id AND k.recompute
 JOIN _agg_cohort_moves m ON m.customer_id = c.customer_id
-WHERE m.new_cohort IS NOT NULL
+WHERE c.recompute
+  AND m.new_cohort IS NOT NULL
   AND m.new_cohort NOT IN (SELECT cohort_month FROM _agg_cohort_rebuild);
 
 ANALYZE _agg_cohort_rebuild;
@@ -37,16 +39,16 @@ ANALYZE _agg_cohort_cells;
 
 -- cells to add to: per customer and month of its inserted lines, their revenue, and whether the
 -- customer had no line in that month before: decided by its first and last purchase before this
--- refresh (_agg_customer_old, agg_customer_metrics.sql) for a new customer, a month after its
+-- refresh (_agg_customers, agg_refresh_keys.sql) for a new customer, a month after its
 -- last one (a day's batch) or the month of its first or last one; otherwise by its lines in the
 -- month, through the fact's customer index, being all inserted ones
 CREATE TEMP TABLE _agg_cohort_adds ON COMMIT DROP AS
 SELECT m.new_cohort AS cohort_month, x.activity_month,
        count(*) FILTER (WHERE CASE
-           WHEN o.customer_id IS NULL THEN true
-           WHEN x.activity_month > o.last_purchase_date THEN true
-           WHEN x.activity_month = date_trunc('month', o.last_purchase_date)::date
-             OR x.activity_month = date_trunc('month', o.first_purchase_date)::date THEN false
+           WHEN o.old_last_purchase IS NULL THEN true
+           WHEN x.activity_month > o.old_last_purchase THEN true
+           WHEN x.activity_month = date_trunc('month', o.old_last_purchase)::date
+             OR x.activity_month = date_trunc('month', o.old_first_purchase)::date THEN false
            ELSE x.lines = (
                SELECT count(*) FROM warehouse.dim_customers c
                JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
@@ -59,12 +61,11 @@ FROM (
            date_trunc('month', to_date(a.date_key::text, 'YYYYMMDD'))::date AS activity_month,
            count(*) AS lines, sum(a.line_total) AS revenue
     FROM _agg_added a
-    JOIN _agg_customers k ON k.customer_id = a.customer_id AND NOT k.recompute
     WHERE NOT %(full)s AND a.date_key > 0
     GROUP BY 1, 2, 3
 ) x
 JOIN _agg_cohort_moves m ON m.customer_id = x.customer_id
-LEFT JOIN _agg_customer_old o ON o.customer_id = x.customer_id
+JOIN _agg_customers o ON o.customer_id = x.customer_id
 WHERE m.new_cohort IS NOT NULL
   AND m.new_cohort NOT IN (SELECT cohort_month FROM _agg_cohort_rebuild)
   AND (m.new_cohort, x.activity_month) NOT IN

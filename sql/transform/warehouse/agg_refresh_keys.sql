@@ -61,9 +61,10 @@ FROM (
 ) k
 GROUP BY k.product_id;
 
--- touched customers, with the cohort and segment they were in before this refresh
+-- touched customers, with their first and last purchase, cohort and segment before this refresh
 CREATE TEMP TABLE _agg_customers ON COMMIT DROP AS
 SELECT q.customer_id, q.recompute,
+       m.first_purchase_date AS old_first_purchase, m.last_purchase_date AS old_last_purchase,
        date_trunc('month', m.first_purchase_date)::date AS old_cohort,
        m.customer_segment AS old_segment
 FROM (
@@ -78,12 +79,15 @@ FROM (
 ) q
 LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = q.customer_id;
 
--- months in which a touched customer's activity changed
+-- months in which a touched customer's activity changed; recompute: a row without item_id (a
+-- changed line, a dimension overwrite) names it, not only inserted lines
 CREATE TEMP TABLE _agg_cells ON COMMIT DROP AS
-SELECT DISTINCT customer_id,
-       date_trunc('month', to_date(date_key::text, 'YYYYMMDD'))::date AS activity_month
+SELECT customer_id,
+       date_trunc('month', to_date(date_key::text, 'YYYYMMDD'))::date AS activity_month,
+       bool_or(item_id IS NULL) AS recompute
 FROM ops.warehouse_refresh_queue
-WHERE customer_id IS NOT NULL AND date_key > 0;
+WHERE customer_id IS NOT NULL AND date_key > 0
+GROUP BY 1, 2;
 
 ANALYZE _agg_dates;
 ANALYZE _agg_added;
