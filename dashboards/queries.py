@@ -7,7 +7,8 @@ are joined at import time). Every page reads the agg_* tables whenever the filte
 per-product and per-customer aggregates when the range covers all the data; with a category,
 state or segment filter (or a part of the range), ``agg_sales_slices`` (sales per day x category
 x state x segment x payment method), with ``agg_order_category_sets`` when two or more
-categories are selected (an order holding several of them counts once), and
+categories are selected (an order holding several of them counts once), both summed over states
+(``*_any_state``) when no state is selected, and
 ``agg_customer_slices`` (distinct customers over a range that starts at the first or ends at the
 last order date). The ``*_LINES_SQL`` statements read ``fact_sales`` over the date range (its
 date_key index) joined to the dimensions; they are what the aggregates cannot answer exactly:
