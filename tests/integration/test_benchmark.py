@@ -71,6 +71,11 @@ def test_floor_and_pipeline_use_the_same_files_and_database(db_url, tmp_path):
     assert result["floor"]["rows"] == sum(f["rows"] for f in result["files"])
     assert result["order_lines"] == result["floor"]["files"]["transaction_items.csv"]["rows"]
     assert result["incremental"]["order_lines"] > 0
+    # what autovacuum was doing around the batch: listed, and flagged in the table when any
+    busy = result["incremental"]["autovacuum_at_start"] + result["incremental"]["autovacuum_at_end"]
+    assert all(isinstance(work, str) and work for work in busy)
+    latest = (tmp_path / "results" / "latest.md").read_text()
+    assert ("† autovacuum was working during the 1% batch" in latest) == bool(busy)
     assert result["rerun"]["seconds"] > 0
     assert result["pipeline"]["peak_rss_mb"] > 0
     assert set(result["queries"]["analytics"]) >= {"top_products_by_revenue", "cohort_retention"}
