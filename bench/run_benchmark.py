@@ -669,7 +669,7 @@ def bench_size(
             "stages": inc_stages,
             "seconds": inc_seconds,
             "share_of_full_load": round(inc_seconds / e2e, 4) if e2e else None,
-            # not waited for: a batch after a load competes with its autovacuum, as it would
+            # not waited for: a batch run right after a load competes with that load's autovacuum
             "autovacuum_at_start": autovacuum_before,
             "autovacuum_at_end": autovacuum_work(url),
         }
