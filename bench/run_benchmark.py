@@ -168,18 +168,24 @@ def fresh_database(admin_url: str, name: str, keep: bool) -> Iterator[str]:
         admin.close()
 
 
-def database_identity(url: str) -> dict[str, Any]:
-    """Which server and database a URL reaches (what the floor and the pipeline must share)."""
+def _rows(url: str, query: str, params: Any = None) -> list[tuple]:
+    """The rows of one query on a short-lived connection."""
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT current_database(), (SELECT system_identifier FROM pg_control_system()),"
-                " inet_server_port()"
-            )
-            name, system_id, port = cur.fetchone()
+            cur.execute(query, params)
+            return cur.fetchall()
     finally:
         conn.close()
+
+
+def database_identity(url: str) -> dict[str, Any]:
+    """Which server and database a URL reaches (what the floor and the pipeline must share)."""
+    ((name, system_id, port),) = _rows(
+        url,
+        "SELECT current_database(), (SELECT system_identifier FROM pg_control_system()),"
+        " inet_server_port()",
+    )
     return {"database": name, "system_identifier": str(system_id), "port": port}
 
 
@@ -191,29 +197,24 @@ def _autovacuum_during_batch(result: dict[str, Any]) -> list[str]:
 def autovacuum_work(url: str) -> list[str]:
     """What autovacuum workers are doing now ("VACUUM ANALYZE warehouse.fact_sales" …): after a
     full load they may still be working on its tables while the next batch is timed."""
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT regexp_replace(query, '^autovacuum: ', '') FROM pg_stat_activity"
-                " WHERE backend_type = 'autovacuum worker' AND query <> '' ORDER BY 1"
-            )
-            return [row[0] for row in cur.fetchall()]
-    finally:
-        conn.close()
+    return [
+        row[0]
+        for row in _rows(
+            url,
+            "SELECT regexp_replace(query, '^autovacuum: ', '') FROM pg_stat_activity"
+            " WHERE backend_type = 'autovacuum worker' AND query <> '' ORDER BY 1",
+        )
+    ]
 
 
 def server_settings(url: str) -> dict[str, str]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            out = {}
-            for name in PG_SETTINGS:
-                cur.execute("SELECT current_setting(%s, true)", (name,))
-                out[name] = cur.fetchone()[0]
-    finally:
-        conn.close()
-    return out
+    values = _rows(
+        url,
+        "SELECT s.name, current_setting(s.name, true)"
+        " FROM unnest(%s::text[]) WITH ORDINALITY AS s (name, n) ORDER BY s.n",
+        (list(PG_SETTINGS),),
+    )
+    return dict(values)
 
 
 # ─── the files ───────────────────────────────────────────────────────────────────────────────
