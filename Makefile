@@ -7,7 +7,7 @@ RUN    := $(PY) scripts/pipeline_orchestrator.py
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration lint format generate db-start db-stop db-status db-url dashboard bi-kit clean
+.PHONY: help run test test-unit test-integration lint format generate screenshots db-start db-stop db-status db-url dashboard bi-kit clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,9 @@ generate: $(VENV)/.runtime-installed ## write a batch of generated CSV files (AR
 $(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.runtime-installed
 	$(PIP) install -r requirements-bench.txt
 	@touch $@
+
+screenshots: $(VENV)/.dev-installed ## refresh dashboards/screenshots/ (the browser test, headless Chromium)
+	DWH_UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/e2e/test_dashboard_browser.py --no-cov $(ARGS)
 
 bench: $(VENV)/.bench-installed ## benchmark 100k and 1M order lines against the COPY floor (bench/results, docs/performance.md)
 	$(PY) bench/run_benchmark.py --update-docs $(ARGS)

@@ -1,7 +1,9 @@
 """The dashboard in a real browser: `streamlit run` (headless, a free 127.0.0.1 port) on a loaded
 database, every page opened by its URL in headless Chromium, its charts awaited, a screenshot
-saved into dashboards/screenshots/ (referenced from the README). Every page, Data quality and
-Pipeline health included, must say in its sidebar that it reads as bi_reader.
+taken. The screenshots go to a temporary folder, or, with DWH_UPDATE_SCREENSHOTS=1 (`make
+screenshots`), into dashboards/screenshots/ (referenced from the README): a plain test run
+leaves the working tree as it was. Every page, Data quality and Pipeline health included, must
+say in its sidebar that it reads as bi_reader.
 
 Chromium is Debian's `chromium` package; the test installs it with apt-get when it is missing
 and we are root, and is skipped with the reason otherwise. The browser is driven through its
@@ -271,7 +273,8 @@ def _wait_for_charts(browser: Browser, title: str) -> dict:
 
 
 def test_every_page_in_a_real_browser(dashboard, chromium, tmp_path):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = SCREENSHOTS if os.environ.get("DWH_UPDATE_SCREENSHOTS") == "1" else tmp_path / "shots"
+    shots.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         browser = Browser(chromium, Path(profile), tmp_path / "chromium.log")
         try:
@@ -283,10 +286,10 @@ def test_every_page_in_a_real_browser(dashboard, chromium, tmp_path):
                 png = base64.b64decode(shot["data"])
                 assert png.startswith(b"\x89PNG\r\n\x1a\n")
                 assert len(png) > 20_000, f"{title}: the screenshot looks blank"
-                (SCREENSHOTS / f"{name}.png").write_bytes(png)
+                (shots / f"{name}.png").write_bytes(png)
                 assert state["charts"] >= 1
                 # every page, the ops ones included, reads as bi_reader (no fallback note)
                 assert "Reading as bi_reader" in state["sidebar"], f"{title}: {state['sidebar']}"
         finally:
             browser.close()
-    assert {name for *_, name in PAGES} <= {p.stem for p in SCREENSHOTS.glob("*.png")}
+    assert {name for *_, name in PAGES} <= {p.stem for p in shots.glob("*.png")}
