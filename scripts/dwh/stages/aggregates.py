@@ -24,8 +24,9 @@ from dwh.stages.warehouse import SQL
 STAGE = "aggregates"
 
 # Refresh order matters: cohorts read the first purchase dates of agg_customer_metrics; the
-# slices read its segments, and agg_customer_slices the per-order rows agg_sales_slices leaves;
-# each *_any_state table sums what its table just refreshed over states.
+# slices read its segments, and agg_customer_slices the per-order rows agg_sales_slices leaves
+# (and, with agg_order_category_sets, its segment moves); each *_any_state table sums what its
+# table just refreshed over states.
 AGGREGATES: tuple[str, ...] = (
     "agg_daily_sales",
     "agg_payment_method_daily",

@@ -6,9 +6,9 @@
 -- their sums added in place: its rows of the categories and states of those lines are updated
 -- (or inserted when new), and its other rows change only when its segment did; a day's batch so
 -- writes the rows it adds to, not every row of every customer it touches.
--- Parameter: full. Runs after agg_customer_metrics.
+-- Parameter: full. Runs after agg_customer_metrics and agg_sales_slices (its _agg_seg_moves).
 
-DROP TABLE IF EXISTS _agg_customer_slices_added, _agg_customer_slices_moves;
+DROP TABLE IF EXISTS _agg_customer_slices_added;
 
 DELETE FROM warehouse.agg_customer_slices
 WHERE %(full)s
@@ -82,19 +82,12 @@ WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_customer_slices s
                     AND s.category IS NOT DISTINCT FROM a.category
                     AND s.state IS NOT DISTINCT FROM a.state);
 
--- their other rows: the new segment of those whose segment changed (their rows hold the one
--- from before this refresh, old_segment), read through the key index
-CREATE TEMP TABLE _agg_customer_slices_moves ON COMMIT DROP AS
-SELECT k.customer_id, m.customer_segment AS new_segment
-FROM _agg_customers k
-LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = k.customer_id
-WHERE NOT %(full)s AND NOT k.recompute
-  AND k.old_segment IS DISTINCT FROM m.customer_segment;
-
+-- their other rows: the new segment of the customers whose segment changed (_agg_seg_moves,
+-- agg_sales_slices.sql; a recomputed customer's rows already have it), read through the key index
 UPDATE warehouse.agg_customer_slices s
 SET customer_segment = k.new_segment
-FROM _agg_customer_slices_moves k
-WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customer_slices_moves))
+FROM _agg_seg_moves k
+WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_seg_moves))
   AND s.customer_id = k.customer_id
   AND s.customer_segment IS DISTINCT FROM k.new_segment;
 

@@ -8,10 +8,11 @@
 -- one row per order x category of the touched dates, every date with full). Like
 -- agg_sales_slices, a touched customer whose segment changed moves its orders on other dates from
 -- the old segment's rows to the new one's, as a delta read through the fact's customer index.
--- Segment: the customer's current one, so this runs after agg_customer_metrics.
+-- Segment: the customer's current one, so this runs after agg_customer_metrics (and after
+-- agg_sales_slices, whose _agg_seg_moves names the customers whose segment changed).
 -- Parameter: full (every date). Returns the customers whose orders moved.
 
-DROP TABLE IF EXISTS _agg_set_moves, _agg_set_delta, _agg_set_merged;
+DROP TABLE IF EXISTS _agg_set_delta, _agg_set_merged;
 
 DELETE FROM warehouse.agg_order_category_sets
 WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates));
@@ -36,22 +37,15 @@ GROUP BY o.date_key, o.categories, o.state, m.customer_segment, o.payment_method
 -- stored in date order, so that a range of days reads its own pages, not every page
 ORDER BY o.date_key;
 
--- ── segment moves (incremental only): orders on untouched dates change segment ──────────────
-CREATE TEMP TABLE _agg_set_moves ON COMMIT DROP AS
-SELECT k.customer_id, k.old_segment, m.customer_segment AS new_segment
-FROM _agg_customers k
-JOIN warehouse.agg_customer_metrics m ON m.customer_id = k.customer_id
-WHERE NOT %(full)s
-  AND k.old_segment IS NOT NULL
-  AND k.old_segment IS DISTINCT FROM m.customer_segment;
-
+-- ── segment moves (incremental only; the customers are agg_sales_slices.sql's _agg_seg_moves):
+-- orders on untouched dates change segment ─────────────────────────────────────────────────
 CREATE TEMP TABLE _agg_set_delta ON COMMIT DROP AS
 WITH moved_orders AS (
     SELECT f.date_key, c.state COLLATE "C" AS state, f.payment_method_key, mv.old_segment,
            mv.new_segment,
            array_agg(DISTINCT p.category COLLATE "C" ORDER BY p.category COLLATE "C")
                FILTER (WHERE p.category IS NOT NULL) AS categories
-    FROM _agg_set_moves mv
+    FROM _agg_seg_moves mv
     JOIN warehouse.dim_customers c ON c.customer_id = mv.customer_id
     JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
     JOIN warehouse.dim_products p ON p.product_key = f.product_key
@@ -98,4 +92,4 @@ SELECT date_key, categories, state, customer_segment, payment_method_key, orders
 FROM _agg_set_merged
 WHERE orders <> 0;
 
-SELECT count(*) AS moved_customers FROM _agg_set_moves;
+SELECT count(*) AS moved_customers FROM _agg_seg_moves;

@@ -125,12 +125,14 @@ SELECT
     n.item_id, n.quantity, n.unit_price, n.discount_percentage, n.discount_amount,
     n.gross_amount, n.line_total, n.cost_amount, n.profit, n._batch_id
 FROM (
-    SELECT r.* FROM _wh_resolved r WHERE %(full_refresh)s
+    SELECT r.date_key, r.customer_key, r.product_key, r.payment_method_key, r.transaction_id,
+           r.item_id, r.quantity, r.unit_price, r.discount_percentage, r.discount_amount,
+           r.gross_amount, r.line_total, r.cost_amount, r.profit, r._batch_id
+    FROM _wh_resolved r WHERE %(full_refresh)s
     UNION ALL
-    SELECT c.item_id, c.date_key, c.customer_key, c.product_key, c.payment_method_key,
-           c.transaction_id, c.quantity, c.unit_price, c.discount_percentage,
-           c.discount_amount, c.gross_amount, c.line_total, c.cost_amount, c.profit,
-           c._batch_id, c.customer_id, c.product_id
+    SELECT c.date_key, c.customer_key, c.product_key, c.payment_method_key, c.transaction_id,
+           c.item_id, c.quantity, c.unit_price, c.discount_percentage, c.discount_amount,
+           c.gross_amount, c.line_total, c.cost_amount, c.profit, c._batch_id
     FROM _wh_changes c WHERE c.is_new
 ) n;
 
