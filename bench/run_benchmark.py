@@ -453,20 +453,19 @@ def _slicer_values(cur: Any) -> dict[str, dict[str, list[str]]]:
 def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
     """(window, slicer) pairs to time a statement with, the way the dashboard issues it
     (dashboards/queries.py picks the statement): *_SLICES_SQL with one filter set and with two
-    categories; the other *_LINES_SQL with a filter over a range touching neither end of the
-    data (the only case they serve); the top products by order lines with each filter, and over
-    the last 30 days without one; KPIS_RANGE_SQL over a range touching neither end (the
-    Overview's previous period); the rest with no filter."""
+    categories, KPIS_SLICES_SQL and STATES_SLICES_SQL also over a range touching neither end of
+    the data (the Overview's previous period: distinct customers from the days with orders;
+    KPIS_SLICES_SQL there without a filter too); the top products by order lines with each
+    filter, and over the last 30 days without one; the rest with no filter."""
     windows = ("all", "last_30_days")
     slicers = ("category", "state", "segment", "2_categories")
+    if name in ("KPIS_SLICES_SQL", "STATES_SLICES_SQL"):
+        windows += ("previous_30_days",)
     if name.endswith("_SLICES_SQL"):
-        return [(w, s) for s in slicers for w in windows]
+        unfiltered = [("previous_30_days", None)] if name == "KPIS_SLICES_SQL" else []
+        return unfiltered + [(w, s) for s in slicers for w in windows]
     if name == "TOP_PRODUCTS_LINES_SQL":
         return [("last_30_days", None)] + [(w, s) for s in slicers[:3] for w in windows]
-    if name.endswith("_LINES_SQL"):
-        return [("previous_30_days", s) for s in slicers]
-    if name == "KPIS_RANGE_SQL":
-        return [("previous_30_days", None)]
     return [(w, None) for w in windows]
 
 

@@ -8,12 +8,13 @@ per-product and per-customer aggregates when the range covers all the data; with
 state or segment filter (or a part of the range), ``agg_sales_slices`` (sales per day x category
 x state x segment x payment method), with ``agg_order_category_sets`` when two or more
 categories are selected (an order holding several of them counts once), both summed over states
-(``*_any_state``) when no state is selected, and
-``agg_customer_slices`` (distinct customers over a range that starts at the first or ends at the
-last order date). The ``*_LINES_SQL`` statements read ``fact_sales`` over the date range (its
-date_key index) joined to the dimensions; they are what the aggregates cannot answer exactly:
-the top products with a filter or a partial range, distinct customers over a range that touches
-neither end of the data. ``LINES_REFERENCE`` holds the order-line form of every slice statement:
+(``*_any_state``) when no state is selected, and ``agg_customer_slices`` for distinct customers
+(summed over categories, ``agg_customer_slices_any_category``, when none is selected): by the
+first and last order dates over a range that starts at the first or ends at the last order date,
+by the days with orders over any other range.
+``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales`` over the date range (its date_key index) joined
+to the dimensions: the top products with a filter or a partial range are what the aggregates
+cannot answer exactly. ``LINES_REFERENCE`` holds the order-line form of every slice statement:
 the tests check that both give the same numbers (tests/integration/test_dashboard_slices.py).
 No Streamlit here: the app caches these functions.
 """
@@ -86,6 +87,9 @@ class Filters:
             "categories": list(self.categories) or None,
             "states": list(self.states) or None,
             "segments": list(self.segments) or None,
+            # the range touches neither end of the data: distinct customers need the days
+            # with orders (agg_customer_slices.active_days), not only the first and last
+            "inner_range": not self.touches_data_edge,
         }
 
 
@@ -172,16 +176,26 @@ order_fixes AS ("""
 )"""
 )
 
-# Customers with a line in the range passing the filters, from agg_customer_slices: exact when
-# the range starts at or before the first order date or ends at or after the last one.
-_SLICE_CUSTOMERS = """
+# Customers with a line in the range passing the filters, from agg_customer_slices, or with no
+# category selected from agg_customer_slices_any_category (summed over categories: a third of the
+# rows; the guards are true or false at plan time, so only one table is read). When the range
+# starts at or before the first order date or ends at or after the last one, the first and last
+# order dates say it (an index-only scan); otherwise the days with orders are read too.
+_CUSTOMER_SLICE_FILTERS = """cs.last_purchase_date >= %(start)s AND cs.first_purchase_date <= %(end)s
+      AND (NOT %(inner_range)s OR cs.active_days && daterange(%(start)s, %(end)s, '[]'))
+      AND (%(states)s::text[] IS NULL OR cs.state = ANY (%(states)s::text[]))
+      AND (%(segments)s::text[] IS NULL OR cs.customer_segment = ANY (%(segments)s::text[]))"""
+_SLICE_CUSTOMERS = f"""
 slice_customers AS NOT MATERIALIZED (
     SELECT cs.customer_id, cs.state
     FROM warehouse.agg_customer_slices AS cs
-    WHERE cs.last_purchase_date >= %(start)s AND cs.first_purchase_date <= %(end)s
-      AND (%(categories)s::text[] IS NULL OR cs.category = ANY (%(categories)s::text[]))
-      AND (%(states)s::text[] IS NULL OR cs.state = ANY (%(states)s::text[]))
-      AND (%(segments)s::text[] IS NULL OR cs.customer_segment = ANY (%(segments)s::text[]))
+    WHERE %(categories)s::text[] IS NOT NULL AND cs.category = ANY (%(categories)s::text[])
+      AND {_CUSTOMER_SLICE_FILTERS}
+    UNION ALL
+    SELECT cs.customer_id, cs.state
+    FROM warehouse.agg_customer_slices_any_category AS cs
+    WHERE %(categories)s::text[] IS NULL
+      AND {_CUSTOMER_SLICE_FILTERS}
 )"""
 
 # Per day: revenue, orders, profit (an order has one date, so daily orders add up).
@@ -264,7 +278,7 @@ ORDER BY 1, 2
 
 # Active customers from agg_customer_metrics: exact when the range starts at or before the first
 # order date or ends at or after the last one (Filters.touches_data_edge); otherwise
-# KPIS_RANGE_SQL counts them on the order lines of the range.
+# KPIS_SLICES_SQL counts them from the days with orders.
 KPIS_AGG_SQL = """
 SELECT
     (SELECT coalesce(sum(revenue), 0) FROM warehouse.agg_daily_sales
@@ -273,20 +287,6 @@ SELECT
      WHERE date_key BETWEEN %(start_key)s AND %(end_key)s) AS orders,
     (SELECT count(*) FROM warehouse.agg_customer_metrics
      WHERE last_purchase_date >= %(start)s AND first_purchase_date <= %(end)s) AS customers
-"""
-
-KPIS_RANGE_SQL = """
-SELECT
-    (SELECT coalesce(sum(revenue), 0) FROM warehouse.agg_daily_sales
-     WHERE date_key BETWEEN %(start_key)s AND %(end_key)s) AS revenue,
-    (SELECT coalesce(sum(transactions), 0) FROM warehouse.agg_daily_sales
-     WHERE date_key BETWEEN %(start_key)s AND %(end_key)s) AS orders,
-    -- the distinct customer versions of the range first (integers, hashed), then their ids:
-    -- the dimension is joined once per version, not once per line
-    (SELECT count(DISTINCT c.customer_id)
-     FROM (SELECT DISTINCT f.customer_key FROM warehouse.fact_sales AS f
-           WHERE f.date_key BETWEEN %(start_key)s AND %(end_key)s) AS k
-     JOIN warehouse.dim_customers AS c ON c.customer_key = k.customer_key) AS customers
 """
 
 KPIS_SLICES_SQL = (
@@ -299,11 +299,14 @@ SELECT coalesce(sum(revenue), 0) AS revenue,
        coalesce(sum(orders), 0) + (SELECT coalesce(sum(orders), 0) FROM order_fixes) AS orders,
        -- with a category or a state: count(DISTINCT), which the index of agg_customer_slices
        -- per category or per state feeds in customer order (no sort, no hashing)
+       -- (and over a range touching neither end of the data: the days with orders)
        (SELECT count(DISTINCT customer_id) FROM slice_customers
-        WHERE %(categories)s::text[] IS NOT NULL OR %(states)s::text[] IS NOT NULL)
+        WHERE %(categories)s::text[] IS NOT NULL OR %(states)s::text[] IS NOT NULL
+           OR %(inner_range)s)
        -- a segment alone is a per-customer attribute: one row per customer in the metrics
        + (SELECT count(*) FROM warehouse.agg_customer_metrics AS m
           WHERE %(categories)s::text[] IS NULL AND %(states)s::text[] IS NULL
+            AND NOT %(inner_range)s
             AND m.last_purchase_date >= %(start)s AND m.first_purchase_date <= %(end)s
             AND (%(segments)s::text[] IS NULL
                  OR m.customer_segment = ANY (%(segments)s::text[]))) AS customers
@@ -311,7 +314,7 @@ FROM slices
 """
 )
 
-KPIS_LINES_SQL = (
+_KPIS_LINES = (
     "WITH"
     + _LINES
     + """
@@ -512,7 +515,7 @@ ORDER BY revenue DESC
 """
 )
 
-STATES_LINES_SQL = (
+_STATES_LINES = (
     "WITH"
     + _LINES
     + """
@@ -647,12 +650,12 @@ ORDER BY 1, 2
 # The same charts on the order lines. The dashboard no longer issues them (the slices answer any
 # filter over any range exactly); the tests compare every *_SLICES_SQL with its reference here.
 LINES_REFERENCE: dict[str, str] = {
-    "KPIS": KPIS_LINES_SQL,
+    "KPIS": _KPIS_LINES,
     "DAILY": _DAILY_LINES,
     "MONTHLY": _MONTHLY_LINES,
     "WEEKDAY": _WEEKDAY_LINES,
     "CATEGORIES": _CATEGORIES_LINES,
-    "STATES": STATES_LINES_SQL,
+    "STATES": _STATES_LINES,
     "PAYMENTS": _PAYMENTS_LINES,
     "PAYMENTS_MONTHLY": _PAYMENTS_MONTHLY_LINES,
 }
@@ -745,12 +748,10 @@ def filter_options(endpoint: Endpoint) -> dict[str, list[str]]:
 
 def kpis(endpoint: Endpoint, filters: Filters) -> dict[str, float]:
     """Revenue, orders, average order value and active customers of the filtered period."""
-    if not filters.has_slices:
-        query = KPIS_AGG_SQL if filters.touches_data_edge else KPIS_RANGE_SQL
-    elif filters.touches_data_edge:
-        query = KPIS_SLICES_SQL
+    if not filters.has_slices and filters.touches_data_edge:
+        query = KPIS_AGG_SQL
     else:
-        query = KPIS_LINES_SQL
+        query = KPIS_SLICES_SQL
     row = fetch_frame(endpoint, query, filters.params()).iloc[0]
     revenue, orders = float(row["revenue"]), int(row["orders"])
     return {
@@ -816,14 +817,11 @@ def ltv_summary(endpoint: Endpoint, filters: Filters) -> dict[str, float]:
 
 def spend_by_state(endpoint: Endpoint, filters: Filters) -> pd.DataFrame:
     """Per state: customers and revenue. With all dates and no category filter, from
-    agg_customer_metrics (current state); otherwise from the order lines (state on the order
-    date)."""
+    agg_customer_metrics (current state); otherwise from the slices (state on the order date)."""
     if filters.covers_all_dates and not filters.categories:
         query = STATES_AGG_SQL
-    elif filters.touches_data_edge:  # revenue adds up; customers: agg_customer_slices
-        query = STATES_SLICES_SQL
     else:
-        query = STATES_LINES_SQL
+        query = STATES_SLICES_SQL
     return fetch_frame(endpoint, query, filters.params())
 
 

@@ -48,14 +48,30 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_customer_slices (
     customer_segment     text COLLATE "C",
     first_purchase_date  date          NOT NULL,
     last_purchase_date   date          NOT NULL,
-    revenue              numeric(14,2) NOT NULL
+    revenue              numeric(14,2) NOT NULL,
+    active_days          datemultirange NOT NULL
 );
+-- a warehouse built before active_days: the column is added, and a queued full rebuild of the
+-- aggregates fills it (until then it is empty)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = 'warehouse' AND table_name = 'agg_customer_slices'
+                     AND column_name = 'active_days') THEN
+        ALTER TABLE warehouse.agg_customer_slices
+            ADD COLUMN active_days datemultirange NOT NULL DEFAULT '{}';
+        ALTER TABLE warehouse.agg_customer_slices ALTER COLUMN active_days DROP DEFAULT;
+        IF EXISTS (SELECT 1 FROM warehouse.agg_customer_slices) THEN
+            INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
+        END IF;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS agg_customer_slices_key_idx
     ON warehouse.agg_customer_slices (customer_id, category, state);
 CREATE INDEX IF NOT EXISTS agg_customer_slices_last_idx
     ON warehouse.agg_customer_slices (last_purchase_date);
 
-COMMENT ON TABLE warehouse.agg_customer_slices IS 'Per customer x category x state (of the versions the lines point at): first and last order dates and revenue. Distinct customers over a date range that starts at the first or ends at the last order date: count customers with last_purchase_date >= start and first_purchase_date <= end.';
+COMMENT ON TABLE warehouse.agg_customer_slices IS 'Per customer x category x state (of the versions the lines point at): first and last order dates, the days with orders, and revenue. Distinct customers over any date range: count customers with active_days && the range; over a range that starts at the first or ends at the last order date, last_purchase_date >= start and first_purchase_date <= end says the same.';
 COMMENT ON COLUMN warehouse.agg_customer_slices.customer_id IS 'Natural key of the customer.';
 COMMENT ON COLUMN warehouse.agg_customer_slices.category IS 'Category of the product version on the order date (NULL when unknown).';
 COMMENT ON COLUMN warehouse.agg_customer_slices.state IS 'State of the customer version on the order date (NULL when unknown).';
@@ -63,6 +79,43 @@ COMMENT ON COLUMN warehouse.agg_customer_slices.customer_segment IS 'Current seg
 COMMENT ON COLUMN warehouse.agg_customer_slices.first_purchase_date IS 'First order date with a line in this category and state.';
 COMMENT ON COLUMN warehouse.agg_customer_slices.last_purchase_date IS 'Last order date with a line in this category and state.';
 COMMENT ON COLUMN warehouse.agg_customer_slices.revenue IS 'Sum of line_total.';
+COMMENT ON COLUMN warehouse.agg_customer_slices.active_days IS 'The order dates with a line in this category and state (adjacent days merged into ranges).';
+
+-- ─── agg_customer_slices_any_category: the same per customer x state ────────────────────────
+-- what the dashboard's distinct customers read when no category is selected (a third of the
+-- rows: 0.44 million for 1.4 million at 10M order lines). An existing warehouse gets it filled
+-- by a queued full rebuild of the aggregates.
+DO $$
+BEGIN
+    IF to_regclass('warehouse.agg_customer_slices_any_category') IS NULL
+       AND EXISTS (SELECT 1 FROM warehouse.agg_customer_slices) THEN
+        INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
+    END IF;
+END $$;
+
+CREATE TABLE IF NOT EXISTS warehouse.agg_customer_slices_any_category (
+    customer_id          text COLLATE "C" NOT NULL,
+    state                text COLLATE "C",
+    customer_segment     text COLLATE "C",
+    first_purchase_date  date          NOT NULL,
+    last_purchase_date   date          NOT NULL,
+    revenue              numeric(14,2) NOT NULL,
+    active_days          datemultirange NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agg_customer_slices_any_category_key_idx
+    ON warehouse.agg_customer_slices_any_category (customer_id, state);
+CREATE INDEX IF NOT EXISTS agg_customer_slices_any_category_state_idx
+    ON warehouse.agg_customer_slices_any_category (state, customer_id)
+    INCLUDE (customer_segment, first_purchase_date, last_purchase_date);
+
+COMMENT ON TABLE warehouse.agg_customer_slices_any_category IS 'agg_customer_slices summed over categories: per customer x state (of the versions the lines point at), first and last order dates, the days with orders, and revenue; read by the dashboard when no category is selected. Same columns and meaning as there.';
+COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.customer_id IS 'Natural key of the customer.';
+COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.state IS 'State of the customer version on the order date (NULL when unknown).';
+COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
+COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.first_purchase_date IS 'First order date in this state.';
+COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.last_purchase_date IS 'Last order date in this state.';
+COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.revenue IS 'Sum of line_total.';
+COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.active_days IS 'The order dates in this state (adjacent days merged into ranges).';
 
 -- the recency filter of the dashboard's customer counts
 CREATE INDEX IF NOT EXISTS agg_customer_metrics_last_idx

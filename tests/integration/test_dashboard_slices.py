@@ -1,15 +1,17 @@
 """The slice aggregates the dashboard's filters read (agg_sales_slices, agg_order_category_sets,
-agg_customer_slices), on a real PostgreSQL with a dirty generated dataset: every *_SLICES_SQL
-statement gives exactly what the same statement on the order lines (queries.LINES_REFERENCE,
-fact_sales joined to the dimensions) gives, for several filter combinations (two categories
-included: an order with lines in both is one order) and date ranges; the Overview's customer
-count from the aggregates equals the count on the order lines; and the slices refreshed batch by
-batch (with customers changing segment) equal a full rebuild."""
+agg_customer_slices and their sums over states or categories), on a real PostgreSQL with a dirty
+generated dataset: every *_SLICES_SQL statement gives exactly what the same statement on the
+order lines (queries.LINES_REFERENCE, fact_sales joined to the dimensions) gives, for several
+filter combinations (two categories included: an order with lines in both is one order) and
+date ranges (some touching neither end of the data); the Overview's customer count from the
+aggregates equals the count on the order lines; and the slices refreshed batch by batch (with
+customers changing segment) equal a full rebuild."""
 
 from __future__ import annotations
 
 import datetime as dt
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +46,7 @@ SLICE_TABLES = (
     "agg_order_category_sets",
     "agg_order_category_sets_any_state",
     "agg_customer_slices",
+    "agg_customer_slices_any_category",
     "agg_customer_metrics",
 )
 
@@ -103,6 +106,9 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
             (last - dt.timedelta(days=29), last),  # the last 30 days
             (first, first + dt.timedelta(days=40)),  # from the first day
             (first - dt.timedelta(days=5), last + dt.timedelta(days=5)),  # wider than the data
+            # touching neither end: distinct customers from agg_customer_slices.active_days
+            (first + dt.timedelta(days=10), last - dt.timedelta(days=10)),
+            (first + dt.timedelta(days=20), first + dt.timedelta(days=33)),
         ]
         compared = 0
         for combo in combos:
@@ -110,7 +116,8 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                 filters = queries.Filters(
                     start=start, end=end, data_start=first, data_end=last, **combo
                 )
-                assert filters.touches_data_edge
+                inner = start > first + dt.timedelta(days=5) and end < last
+                assert filters.touches_data_edge is not inner
                 params = filters.params()
                 for name in PAIRS:
                     slices = _rows(conn, getattr(queries, f"{name}_SLICES_SQL"), params)
@@ -120,10 +127,9 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                 kpis = fetch(conn, queries.KPIS_SLICES_SQL, params)[0]
                 if (start, end) == (first, last):  # every filter combination selects sales
                     assert kpis[0] > 0 and kpis[1] > 0 and kpis[2] > 0, combo
-                if not combo:  # no filter: the Overview reads agg_customer_metrics
-                    agg = fetch(conn, queries.KPIS_AGG_SQL, params)
-                    assert agg == fetch(conn, queries.KPIS_RANGE_SQL, params)
-                    assert agg == fetch(conn, queries.KPIS_LINES_SQL, params)
+                if not combo and not inner:  # no filter: the Overview reads the metrics
+                    lines = fetch(conn, queries.LINES_REFERENCE["KPIS"], params)
+                    assert fetch(conn, queries.KPIS_AGG_SQL, params) == lines
         assert compared > 1000
         _check_customer_statements(conn, first, last, states)
         # with both categories selected, an order holding both counts once: fewer orders than the
@@ -201,7 +207,7 @@ def _check_customer_statements(conn, first, last, states) -> None:
     assert counts[0] > counts[1] > 0 and counts[0] > counts[2] > 0  # the filters select
 
 
-def test_routing_keeps_the_lines_where_slices_cannot_answer(monkeypatch):
+def test_routing_reads_the_slices_for_every_filter_and_range(monkeypatch):
     issued: list[str] = []
 
     def fake_fetch(endpoint, query, params=None):
@@ -224,14 +230,18 @@ def test_routing_keeps_the_lines_where_slices_cannot_answer(monkeypatch):
         assert issued[-1] is queries.DAILY_SLICES_SQL
         queries.payments_monthly(None, filters)
         assert issued[-1] is queries.PAYMENTS_MONTHLY_SLICES_SQL
-    for filters in (one, two):
+        # distinct customers over any range: agg_customer_slices (by the days with orders when
+        # the range touches neither end of the data)
         queries.kpis(None, filters)
         assert issued[-1] is queries.KPIS_SLICES_SQL
-    # distinct customers over a range inside the data: the order lines
-    queries.kpis(None, inside)
-    assert issued[-1] is queries.KPIS_LINES_SQL
-    queries.spend_by_state(None, inside)
-    assert issued[-1] is queries.STATES_LINES_SQL
+        queries.spend_by_state(None, filters)
+        assert issued[-1] is queries.STATES_SLICES_SQL
+    assert [f.params()["inner_range"] for f in (one, two, inside)] == [False, False, True]
+    # without a filter: agg_customer_metrics when the range touches an end of the data
+    queries.kpis(None, replace(one, categories=()))
+    assert issued[-1] is queries.KPIS_AGG_SQL
+    queries.kpis(None, replace(inside, states=()))
+    assert issued[-1] is queries.KPIS_SLICES_SQL
 
 
 def test_incremental_slices_equal_a_full_rebuild(db_url, make_settings):

@@ -732,8 +732,12 @@ def test_customers_moving_with_new_orders_get_them_added_to_their_cohort_cells(w
         # before the slices summed over states
         "DROP TABLE warehouse.agg_sales_slices_any_state,"
         " warehouse.agg_order_category_sets_any_state",
+        # before agg_customer_slices kept the days with orders
+        "ALTER TABLE warehouse.agg_customer_slices DROP COLUMN active_days",
+        # before the customer slices summed over categories
+        "DROP TABLE warehouse.agg_customer_slices_any_category",
     ],
-    ids=["added_sums", "stored_state", "any_state_slices"],
+    ids=["added_sums", "stored_state", "any_state_slices", "active_days", "any_category"],
 )
 def test_a_database_from_before_new_aggregates_is_upgraded_and_rebuilt(wh, older_schema):
     """Applying the DDL to a database from before an aggregate's new columns or tables adds them

@@ -1,5 +1,6 @@
 -- agg_customer_slices: per customer x category x state (of the versions the lines point at),
--- the first and last order dates and the revenue; segment: the customer's current one.
+-- the first and last order dates, the days with orders (active_days: distinct customers over any
+-- range) and the revenue; segment: the customer's current one.
 -- A full rebuild sums the per-order rows of every date agg_daily_sales.sql built
 -- (_agg_order_cat). A customer to recompute (agg_refresh_keys.sql) is deleted and inserted again
 -- from its lines (through the fact's customer index). A customer with only inserted lines gets
@@ -16,39 +17,46 @@ WHERE %(full)s
 
 INSERT INTO warehouse.agg_customer_slices (
     customer_id, category, state, customer_segment, first_purchase_date, last_purchase_date,
-    revenue
+    revenue, active_days
 )
-SELECT y.customer_id, y.category, y.state, m.customer_segment, y.first_purchase_date,
-       y.last_purchase_date, y.revenue
+SELECT g.customer_id, g.category, g.state, m.customer_segment, g.first_purchase_date,
+       g.last_purchase_date, g.revenue, g.active_days
 FROM (
-    SELECT s.customer_id, s.category, s.state,
-           to_date(min(s.date_key)::text, 'YYYYMMDD') AS first_purchase_date,
-           to_date(max(s.date_key)::text, 'YYYYMMDD') AS last_purchase_date,
-           sum(s.revenue) AS revenue
-    FROM _agg_order_cat s
-    WHERE %(full)s
-    GROUP BY s.customer_id, s.category, s.state
-    UNION ALL
-    SELECT c.customer_id, p.category COLLATE "C", c.state COLLATE "C",
-           to_date(min(f.date_key)::text, 'YYYYMMDD'),
-           to_date(max(f.date_key)::text, 'YYYYMMDD'), sum(f.line_total)
-    FROM _agg_customers k
-    JOIN warehouse.dim_customers c ON c.customer_id = k.customer_id
-    JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
-    JOIN warehouse.dim_products p ON p.product_key = f.product_key
-    WHERE NOT %(full)s AND k.recompute
-    GROUP BY 1, 2, 3
-) y
-LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = y.customer_id;
+    SELECT y.customer_id, y.category, y.state,
+           to_date(min(y.date_key)::text, 'YYYYMMDD') AS first_purchase_date,
+           to_date(max(y.date_key)::text, 'YYYYMMDD') AS last_purchase_date,
+           sum(y.revenue) AS revenue,
+           coalesce(range_agg(daterange(d.full_date, d.full_date, '[]'))
+                        FILTER (WHERE d.full_date IS NOT NULL), '{}') AS active_days
+    FROM (
+        SELECT s.customer_id, s.category, s.state, s.date_key, s.revenue
+        FROM _agg_order_cat s
+        WHERE %(full)s
+        UNION ALL
+        SELECT c.customer_id, p.category COLLATE "C", c.state COLLATE "C", f.date_key,
+               f.line_total
+        FROM _agg_customers k
+        JOIN warehouse.dim_customers c ON c.customer_id = k.customer_id
+        JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
+        JOIN warehouse.dim_products p ON p.product_key = f.product_key
+        WHERE NOT %(full)s AND k.recompute
+    ) y
+    LEFT JOIN warehouse.dim_date d ON d.date_key = y.date_key
+    GROUP BY y.customer_id, y.category, y.state
+) g
+LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = g.customer_id;
 
 -- ── customers with only inserted lines: add their sums ────────────────────────────────────────
 CREATE TEMP TABLE _agg_customer_slices_added ON COMMIT DROP AS
 SELECT a.customer_id, a.category, a.state, m.customer_segment,
        to_date(min(a.date_key)::text, 'YYYYMMDD') AS first_purchase_date,
        to_date(max(a.date_key)::text, 'YYYYMMDD') AS last_purchase_date,
-       sum(a.line_total) AS revenue
+       sum(a.line_total) AS revenue,
+       coalesce(range_agg(daterange(d.full_date, d.full_date, '[]'))
+                    FILTER (WHERE d.full_date IS NOT NULL), '{}') AS active_days
 FROM _agg_added a
 JOIN _agg_customers k ON k.customer_id = a.customer_id AND NOT k.recompute
+LEFT JOIN warehouse.dim_date d ON d.date_key = a.date_key
 LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = a.customer_id
 WHERE NOT %(full)s
 GROUP BY a.customer_id, a.category, a.state, m.customer_segment;
@@ -61,6 +69,7 @@ UPDATE warehouse.agg_customer_slices s
 SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
     last_purchase_date = greatest(s.last_purchase_date, a.last_purchase_date),
     revenue = s.revenue + a.revenue,
+    active_days = s.active_days + a.active_days,
     customer_segment = a.customer_segment
 FROM _agg_customer_slices_added a
 WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
@@ -70,10 +79,10 @@ WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NO
 
 INSERT INTO warehouse.agg_customer_slices (
     customer_id, category, state, customer_segment, first_purchase_date, last_purchase_date,
-    revenue
+    revenue, active_days
 )
 SELECT a.customer_id, a.category, a.state, a.customer_segment, a.first_purchase_date,
-       a.last_purchase_date, a.revenue
+       a.last_purchase_date, a.revenue, a.active_days
 FROM _agg_customer_slices_added a
 WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_customer_slices s
                   WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers
