@@ -540,9 +540,16 @@ revenue AS (
     FROM slices
     GROUP BY 1
 ),
+-- a customer has one row per state in agg_customer_slices_any_category, and per state in one
+-- category of agg_customer_slices: rows are distinct pairs unless two or more categories are
+-- selected (the guards are true or false at plan time: one branch runs)
 customers AS (
     SELECT coalesce(state, 'Unknown') AS state, count(*) AS customers
-    FROM (SELECT DISTINCT state, customer_id FROM slice_customers) AS d
+    FROM (SELECT state, customer_id FROM slice_customers
+          WHERE coalesce(cardinality(%(categories)s::text[]), 0) < 2
+          UNION ALL
+          SELECT DISTINCT state, customer_id FROM slice_customers
+          WHERE cardinality(%(categories)s::text[]) >= 2) AS d
     GROUP BY 1
 )
 SELECT r.state, coalesce(c.customers, 0) AS customers, r.revenue
