@@ -177,7 +177,7 @@ order_fixes AS ("""
 )
 
 # Customers with a line in the range passing the filters, from agg_customer_slices, or with no
-# category selected from agg_customer_slices_any_category (summed over categories: a third of the
+# category selected from agg_customer_slices_any_category (summed over categories: a quarter of
 # rows; the guards are true or false at plan time, so only one table is read). When the range
 # starts at or before the first order date or ends at or after the last one, the first and last
 # order dates say it (an index-only scan); otherwise the days with orders are read too.

@@ -208,6 +208,20 @@ def analyze_stale(
     return stale
 
 
+def vacuum(conn: psycopg2.extensions.connection, tables: Sequence[str]) -> None:
+    """VACUUM `tables` (committed work only: VACUUM cannot run inside a transaction, so the
+    connection is switched to autocommit for it). After a bulk load it sets the visibility map,
+    so that index-only scans skip the heap at once instead of after autovacuum's visit."""
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            names = (sql.Identifier(*name.split(".")) for name in tables)
+            cur.execute(sql.SQL("VACUUM {}").format(sql.SQL(", ").join(names)))
+    finally:
+        conn.autocommit = autocommit
+
+
 def run_sql_file_row(
     conn: psycopg2.extensions.connection,
     relative: str,

@@ -510,6 +510,11 @@ def _run_stage(
                 work = db.connect(url)
             except DatabaseUnavailable as reconnect_error:
                 failure = reconnect_error
+    if failure is None and result.vacuum:
+        try:
+            db.vacuum(work, result.vacuum)
+        except psycopg2.Error as exc:  # the stage's work is committed: a warning, not a failure
+            stage_log.warning("VACUUM after the stage failed: %s", str(exc).strip())
     seconds = round(time.monotonic() - t0, 3)
     if failure is None:
         report = StageReport(

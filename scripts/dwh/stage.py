@@ -44,3 +44,5 @@ class StageResult:
     rows_out: int = 0
     details: dict[str, Any] = field(default_factory=dict)
     """Free-form, JSON-serialisable facts for the report (per table counts, files …)."""
+    vacuum: tuple[str, ...] = ()
+    """Tables to VACUUM once the stage's work is committed (VACUUM cannot run inside it)."""
