@@ -455,17 +455,22 @@ def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
     (dashboards/queries.py picks the statement): *_SLICES_SQL with one filter set and with two
     categories, KPIS_SLICES_SQL and STATES_SLICES_SQL also over a range touching neither end of
     the data (the Overview's previous period: distinct customers from the days with orders;
-    KPIS_SLICES_SQL there without a filter too); the top products by order lines with each
-    filter, and over the last 30 days without one; the rest with no filter."""
+    KPIS_SLICES_SQL there without a filter too); the top products from agg_product_slices over
+    all dates with a category, a segment or two categories, by order lines with a state over all
+    dates and with each filter or none over the last 30 days; the rest with no filter."""
     windows = ("all", "last_30_days")
     slicers = ("category", "state", "segment", "2_categories")
     if name in ("KPIS_SLICES_SQL", "STATES_SLICES_SQL"):
         windows += ("previous_30_days",)
+    if name == "TOP_PRODUCTS_SLICES_SQL":
+        return [("all", s) for s in slicers if s != "state"]
     if name.endswith("_SLICES_SQL"):
         unfiltered = [("previous_30_days", None)] if name == "KPIS_SLICES_SQL" else []
         return unfiltered + [(w, s) for s in slicers for w in windows]
     if name == "TOP_PRODUCTS_LINES_SQL":
-        return [("last_30_days", None)] + [(w, s) for s in slicers[:3] for w in windows]
+        return [("last_30_days", None), ("all", "state")] + [
+            ("last_30_days", s) for s in slicers[:3]
+        ]
     return [(w, None) for w in windows]
 
 

@@ -11,10 +11,10 @@ categories are selected (an order holding several of them counts once), both sum
 (``*_any_state``) when no state is selected, and ``agg_customer_slices`` for distinct customers
 (summed over categories, ``agg_customer_slices_any_category``, when none is selected): by the
 first and last order dates over a range that starts at the first or ends at the last order date,
-by the days with orders over any other range.
-``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales`` over the date range (its date_key index) joined
-to the dimensions: the top products with a filter or a partial range are what the aggregates
-cannot answer exactly. ``LINES_REFERENCE`` holds the order-line form of every slice statement:
+by the days with orders over any other range. The top products over all dates with a category
+or segment filter read ``agg_product_slices``; ``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales``
+over the date range (its date_key index) joined to the dimensions: the top products with a state
+filter or over a part of the range are what the aggregates cannot answer exactly. ``LINES_REFERENCE`` holds the order-line form of every slice statement:
 the tests check that both give the same numbers (tests/integration/test_dashboard_slices.py).
 No Streamlit here: the app caches these functions.
 """
@@ -412,6 +412,26 @@ LIMIT %(limit)s
 """
 )
 
+# The top products over all dates with a category or segment filter (no state: the table has
+# none), from agg_product_slices (product x category x segment): the same rows as on the lines.
+TOP_PRODUCTS_SLICES_SQL = """
+SELECT x.product_id, coalesce(p.product_name, x.product_id) AS product_name,
+       coalesce(p.category, 'Unknown') AS category,
+       x.revenue, x.profit, x.units,
+       round(100 * x.profit / nullif(x.revenue, 0), 2) AS margin_pct
+FROM (
+    SELECT s.product_id, sum(s.revenue) AS revenue, sum(s.profit) AS profit,
+           sum(s.quantity) AS units
+    FROM warehouse.agg_product_slices AS s
+    WHERE (%(categories)s::text[] IS NULL OR s.category = ANY (%(categories)s::text[]))
+      AND (%(segments)s::text[] IS NULL OR s.customer_segment = ANY (%(segments)s::text[]))
+    GROUP BY s.product_id
+) AS x
+LEFT JOIN warehouse.dim_products AS p ON p.product_id = x.product_id AND p.is_current
+ORDER BY x.revenue DESC, x.product_id
+LIMIT %(limit)s
+"""
+
 CATEGORIES_AGG_SQL = """
 SELECT coalesce(p.category, 'Unknown') AS category,
        sum(a.revenue) AS revenue, sum(a.profit) AS profit, sum(a.quantity_sold) AS units,
@@ -795,7 +815,12 @@ def _product_aggs_apply(filters: Filters) -> bool:
 
 
 def top_products(endpoint: Endpoint, filters: Filters, limit: int = 15) -> pd.DataFrame:
-    query = TOP_PRODUCTS_AGG_SQL if _product_aggs_apply(filters) else TOP_PRODUCTS_LINES_SQL
+    if _product_aggs_apply(filters):
+        query = TOP_PRODUCTS_AGG_SQL
+    elif filters.covers_all_dates and not filters.states:
+        query = TOP_PRODUCTS_SLICES_SQL
+    else:
+        query = TOP_PRODUCTS_LINES_SQL
     return fetch_frame(endpoint, query, {**filters.params(), "limit": limit})
 
 

@@ -1,11 +1,11 @@
 """The slice aggregates the dashboard's filters read (agg_sales_slices, agg_order_category_sets,
-agg_customer_slices and their sums over states or categories), on a real PostgreSQL with a dirty
-generated dataset: every *_SLICES_SQL statement gives exactly what the same statement on the
-order lines (queries.LINES_REFERENCE, fact_sales joined to the dimensions) gives, for several
-filter combinations (two categories included: an order with lines in both is one order) and
-date ranges (some touching neither end of the data); the Overview's customer count from the
-aggregates equals the count on the order lines; and the slices refreshed batch by batch (with
-customers changing segment) equal a full rebuild."""
+agg_customer_slices and their sums over states or categories, agg_product_slices), on a real
+PostgreSQL with a dirty generated dataset: every *_SLICES_SQL statement gives exactly what the
+same statement on the order lines (queries.LINES_REFERENCE, fact_sales joined to the dimensions)
+gives, for several filter combinations (two categories included: an order with lines in both is
+one order) and date ranges (some touching neither end of the data); the Overview's customer
+count from the aggregates equals the count on the order lines; and the slices refreshed batch by
+batch (with customers changing segment) equal a full rebuild."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ SLICE_TABLES = (
     "agg_order_category_sets_any_state",
     "agg_customer_slices",
     "agg_customer_slices_any_category",
+    "agg_product_slices",
     "agg_customer_metrics",
 )
 
@@ -125,6 +126,11 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                     lines = _rows(conn, queries.LINES_REFERENCE[name], params)
                     assert slices == lines, (name, combo, start, end)
                     compared += len(lines)
+                if filters.covers_all_dates and not filters.states:  # every product, in order
+                    top = {**params, "limit": 100_000}
+                    slices = fetch(conn, queries.TOP_PRODUCTS_SLICES_SQL, top)
+                    assert slices == fetch(conn, queries.TOP_PRODUCTS_LINES_SQL, top), combo
+                    compared += len(slices)
                 kpis = fetch(conn, queries.KPIS_SLICES_SQL, params)[0]
                 if (start, end) == (first, last):  # every filter combination selects sales
                     assert kpis[0] > 0 and kpis[1] > 0 and kpis[2] > 0, combo
@@ -238,6 +244,17 @@ def test_routing_reads_the_slices_for_every_filter_and_range(monkeypatch):
         queries.spend_by_state(None, filters)
         assert issued[-1] is queries.STATES_SLICES_SQL
     assert [f.params()["inner_range"] for f in (one, two, inside)] == [False, False, True]
+    # top products: agg_product_slices over all dates without a state, else the order lines
+    everything = replace(one, start=edge["data_start"], end=edge["data_end"])
+    for filters, statement in (
+        (replace(everything, categories=()), queries.TOP_PRODUCTS_AGG_SQL),
+        (everything, queries.TOP_PRODUCTS_SLICES_SQL),
+        (replace(everything, categories=(), segments=("VIP",)), queries.TOP_PRODUCTS_SLICES_SQL),
+        (replace(everything, states=("X",)), queries.TOP_PRODUCTS_LINES_SQL),
+        (one, queries.TOP_PRODUCTS_LINES_SQL),
+    ):
+        queries.top_products(None, filters)
+        assert issued[-1] is statement, filters
     # without a filter: agg_customer_metrics when the range touches an end of the data
     queries.kpis(None, replace(one, categories=()))
     assert issued[-1] is queries.KPIS_AGG_SQL

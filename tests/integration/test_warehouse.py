@@ -721,6 +721,32 @@ def test_customers_moving_with_new_orders_get_them_added_to_their_cohort_cells(w
     assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
 
 
+def test_a_customer_changing_segment_moves_its_product_sales_once(wh):
+    """C4 (one order: P3 and P2, segment New) orders again and becomes Regular, while a changed
+    line of another customer's order makes P3 a product to recompute. agg_product_slices moves
+    C4's P2 line from New to Regular as a delta, and gets its P3 line from the recompute (not
+    moved a second time): the tables equal a full rebuild."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    segment = "SELECT customer_segment FROM warehouse.agg_customer_metrics WHERE customer_id = 'C4'"
+    assert scalar(conn, segment) == "New"
+    day = dt.date(2024, 3, 12)
+    batch = Batch(
+        "batch_0005",
+        day,
+        transactions=[BATCH_1.transactions[1], Transaction("T30", "C4", day, "UPI")],
+        items=[
+            replace(BATCH_1.items[2], quantity=2),  # I03 of T02 (C2): P3 recomputed
+            Item("I30", "T30", "P4", 1, D("20.00"), D("0")),
+        ],
+    )
+    load_batch(conn, batch)
+    result = run_stages(conn, settings)
+    assert result["warehouse"].details["fact_sales"]["updated"] == 1
+    assert scalar(conn, segment) == "Regular"
+    assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
+
+
 @pytest.mark.parametrize(
     "older_schema",
     [
@@ -736,8 +762,17 @@ def test_customers_moving_with_new_orders_get_them_added_to_their_cohort_cells(w
         "ALTER TABLE warehouse.agg_customer_slices DROP COLUMN active_days",
         # before the customer slices summed over categories
         "DROP TABLE warehouse.agg_customer_slices_any_category",
+        # before the product slices
+        "DROP TABLE warehouse.agg_product_slices",
     ],
-    ids=["added_sums", "stored_state", "any_state_slices", "active_days", "any_category"],
+    ids=[
+        "added_sums",
+        "stored_state",
+        "any_state_slices",
+        "active_days",
+        "any_category",
+        "product_slices",
+    ],
 )
 def test_a_database_from_before_new_aggregates_is_upgraded_and_rebuilt(wh, older_schema):
     """Applying the DDL to a database from before an aggregate's new columns or tables adds them

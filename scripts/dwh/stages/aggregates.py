@@ -25,8 +25,9 @@ STAGE = "aggregates"
 
 # Refresh order matters: cohorts read the first purchase dates of agg_customer_metrics; the
 # slices read its segments, and agg_customer_slices the per-order rows agg_sales_slices leaves
-# (and, with agg_order_category_sets, its segment moves); each *_any_state table sums what its
-# table just refreshed over states, agg_customer_slices_any_category over categories.
+# (and, with agg_order_category_sets and agg_product_slices, its segment moves); each *_any_state
+# table sums what its table just refreshed over states, agg_customer_slices_any_category over
+# categories.
 AGGREGATES: tuple[str, ...] = (
     "agg_daily_sales",
     "agg_payment_method_daily",
@@ -40,6 +41,7 @@ AGGREGATES: tuple[str, ...] = (
     "agg_customer_slices_any_category",
     "agg_order_category_sets",
     "agg_order_category_sets_any_state",
+    "agg_product_slices",
 )
 
 

@@ -1,0 +1,90 @@
+-- agg_product_slices: per product x category x customer segment over all dates (category of the
+-- product version the lines point at; segment: the customer's current one, so this runs after
+-- agg_customer_metrics, and after agg_sales_slices, whose segment moves it reads).
+-- A product to recompute (agg_refresh_keys.sql) is deleted and summed again from its lines. The
+-- other changes are merged into the stored rows as one delta: the inserted lines of the other
+-- products, and the already counted lines of customers whose segment changed, moved from the old
+-- segment's rows to the new one's (read through the fact's customer index).
+-- Parameter: full (every product, from the fact).
+
+DROP TABLE IF EXISTS _agg_product_delta, _agg_product_merged;
+
+DELETE FROM warehouse.agg_product_slices
+WHERE %(full)s
+   OR product_id = ANY (ARRAY(SELECT product_id FROM _agg_products WHERE recompute));
+
+INSERT INTO warehouse.agg_product_slices (
+    product_id, category, customer_segment, lines, quantity, revenue, profit
+)
+SELECT p.product_id, p.category, m.customer_segment, count(*), sum(f.quantity),
+       sum(f.line_total), sum(f.profit)
+FROM warehouse.fact_sales f
+JOIN warehouse.dim_products p ON p.product_key = f.product_key
+JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
+LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = c.customer_id
+WHERE %(full)s
+   OR f.product_key = ANY (ARRAY(SELECT d.product_key FROM warehouse.dim_products d
+                                 JOIN _agg_products t ON t.product_id = d.product_id
+                                 WHERE t.recompute))
+GROUP BY p.product_id, p.category, m.customer_segment;
+
+-- ── incremental: the delta of the products not recomputed ────────────────────────────────────
+CREATE TEMP TABLE _agg_product_delta ON COMMIT DROP AS
+SELECT d.product_id, d.category, d.customer_segment, sum(d.lines)::integer AS lines,
+       sum(d.quantity) AS quantity, sum(d.revenue) AS revenue, sum(d.profit) AS profit
+FROM (
+    -- their inserted lines, under their customers' segments after this refresh
+    SELECT a.product_id, a.category, m.customer_segment, 1 AS lines, a.quantity,
+           a.line_total AS revenue, a.profit
+    FROM _agg_added a
+    JOIN _agg_products t ON t.product_id = a.product_id AND NOT t.recompute
+    LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = a.customer_id
+    WHERE NOT %(full)s
+    UNION ALL
+    -- their lines counted before, of customers whose segment changed: out of the old segment,
+    -- into the new one (_agg_seg_moves is empty on a full rebuild)
+    SELECT p.product_id, p.category COLLATE "C", s.segment, s.sign, s.sign * f.quantity,
+           s.sign * f.line_total, s.sign * f.profit
+    FROM _agg_seg_moves mv
+    JOIN warehouse.dim_customers c ON c.customer_id = mv.customer_id
+    JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
+    JOIN warehouse.dim_products p ON p.product_key = f.product_key
+    CROSS JOIN LATERAL (VALUES (mv.old_segment, -1), (mv.new_segment, 1)) AS s (segment, sign)
+    WHERE NOT EXISTS (SELECT 1 FROM _agg_added a WHERE a.item_id = f.item_id)
+      AND NOT EXISTS (SELECT 1 FROM _agg_products t
+                      WHERE t.product_id = p.product_id AND t.recompute)
+) d
+GROUP BY d.product_id, d.category, d.customer_segment;
+
+ANALYZE _agg_product_delta;
+
+-- the stored rows of those keys are taken out (found by product_id in the key index; category
+-- and segment, which may be NULL, compared after it) and merged with the delta
+CREATE TEMP TABLE _agg_product_merged ON COMMIT DROP AS
+WITH removed AS (
+    DELETE FROM warehouse.agg_product_slices t
+    USING _agg_product_delta d
+    WHERE t.product_id = d.product_id
+      AND t.category IS NOT DISTINCT FROM d.category
+      AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
+    RETURNING t.*
+)
+SELECT product_id, category, customer_segment, sum(lines)::integer AS lines,
+       sum(quantity) AS quantity, sum(revenue) AS revenue, sum(profit) AS profit
+FROM (
+    SELECT product_id, category, customer_segment, lines, quantity, revenue, profit
+    FROM removed
+    UNION ALL
+    SELECT product_id, category, customer_segment, lines, quantity, revenue, profit
+    FROM _agg_product_delta
+) x
+GROUP BY product_id, category, customer_segment;
+
+INSERT INTO warehouse.agg_product_slices (
+    product_id, category, customer_segment, lines, quantity, revenue, profit
+)
+SELECT product_id, category, customer_segment, lines, quantity, revenue, profit
+FROM _agg_product_merged
+WHERE lines <> 0;
+
+SELECT count(*) AS merged_keys FROM _agg_product_merged;
