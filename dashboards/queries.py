@@ -14,8 +14,9 @@ first and last order dates over a range that starts at the first or ends at the 
 by the days with orders over any other range. The top products over all dates with a category
 or segment filter read ``agg_product_slices``; ``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales``
 over the date range (its date_key index) joined to the dimensions: the top products with a state
-filter or over a part of the range are what the aggregates cannot answer exactly. ``LINES_REFERENCE`` holds the order-line form of every slice statement:
-the tests check that both give the same numbers (tests/integration/test_dashboard_slices.py).
+filter or over a part of the range are what the aggregates cannot answer exactly.
+``LINES_REFERENCE`` holds the order-line form of every slice statement: the tests check that
+both give the same numbers (tests/integration/test_dashboard_slices.py).
 No Streamlit here: the app caches these functions.
 """
 
@@ -178,10 +179,11 @@ order_fixes AS ("""
 
 # Customers with a line in the range passing the filters, from agg_customer_slices, or with no
 # category selected from agg_customer_slices_any_category (summed over categories: a quarter of
-# rows; the guards are true or false at plan time, so only one table is read). When the range
+# the rows; the guards are true or false at plan time, so only one table is read). When the range
 # starts at or before the first order date or ends at or after the last one, the first and last
 # order dates say it (an index-only scan); otherwise the days with orders are read too.
-_CUSTOMER_SLICE_FILTERS = """cs.last_purchase_date >= %(start)s AND cs.first_purchase_date <= %(end)s
+_CUSTOMER_SLICE_FILTERS = """cs.last_purchase_date >= %(start)s
+      AND cs.first_purchase_date <= %(end)s
       AND (NOT %(inner_range)s OR cs.active_days && daterange(%(start)s, %(end)s, '[]'))
       AND (%(states)s::text[] IS NULL OR cs.state = ANY (%(states)s::text[]))
       AND (%(segments)s::text[] IS NULL OR cs.customer_segment = ANY (%(segments)s::text[]))"""
