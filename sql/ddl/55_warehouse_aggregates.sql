@@ -5,6 +5,21 @@
 -- Text keys are COLLATE "C" (byte order): equality is the same as under any deterministic
 -- collation, and building their indexes from millions of rows compares bytes, not locale rules.
 
+-- A warehouse that has aggregates but not yet one of the tables this file creates gets them
+-- filled by a queued full rebuild of the aggregates (the queue is read by the next run).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM warehouse.agg_daily_sales)
+       AND EXISTS (SELECT 1
+                   FROM unnest(ARRAY['agg_sales_slices', 'agg_customer_slices',
+                                     'agg_customer_slices_any_category', 'agg_product_slices',
+                                     'agg_order_category_sets', 'agg_sales_slices_any_state',
+                                     'agg_order_category_sets_any_state']) AS t (name)
+                   WHERE to_regclass('warehouse.' || t.name) IS NULL) THEN
+        INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
+    END IF;
+END $$;
+
 -- ─── agg_sales_slices: per day x category x state x segment x payment method ───────────────
 CREATE TABLE IF NOT EXISTS warehouse.agg_sales_slices (
     date_key            integer       NOT NULL,
@@ -83,16 +98,7 @@ COMMENT ON COLUMN warehouse.agg_customer_slices.active_days IS 'The order dates 
 
 -- ─── agg_customer_slices_any_category: the same per customer x state ────────────────────────
 -- what the dashboard's distinct customers read when no category is selected (a quarter of the
--- rows: 0.32 million for 1.4 million at 10M order lines). An existing warehouse gets it filled
--- by a queued full rebuild of the aggregates.
-DO $$
-BEGIN
-    IF to_regclass('warehouse.agg_customer_slices_any_category') IS NULL
-       AND EXISTS (SELECT 1 FROM warehouse.agg_customer_slices) THEN
-        INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
-    END IF;
-END $$;
-
+-- rows: 0.32 million for 1.4 million at 10M order lines).
 CREATE TABLE IF NOT EXISTS warehouse.agg_customer_slices_any_category (
     customer_id          text COLLATE "C" NOT NULL,
     state                text COLLATE "C",
@@ -136,16 +142,7 @@ CREATE INDEX IF NOT EXISTS agg_customer_metrics_spent_idx
 
 -- ─── agg_product_slices: per product x category x customer segment, over all dates ────────
 -- what the dashboard's top products read over the whole range with a category or segment filter
--- (0.48 million rows at 10M order lines, for the 10 million lines they would group). An existing
--- warehouse gets it filled by a queued full rebuild of the aggregates.
-DO $$
-BEGIN
-    IF to_regclass('warehouse.agg_product_slices') IS NULL
-       AND EXISTS (SELECT 1 FROM warehouse.agg_product_performance) THEN
-        INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
-    END IF;
-END $$;
-
+-- (0.48 million rows at 10M order lines, for the 10 million lines they would group).
 CREATE TABLE IF NOT EXISTS warehouse.agg_product_slices (
     product_id        text COLLATE "C" NOT NULL,
     category          text COLLATE "C",
@@ -193,16 +190,7 @@ COMMENT ON COLUMN warehouse.agg_order_category_sets.orders IS 'Orders with exact
 
 -- ─── the same two summed over states: what the dashboard reads when no state is selected ────
 -- (per day x category x segment x method: 64 thousand rows for agg_sales_slices' 1.7 million at
--- 10M order lines; sets: 0.4 million for 2 million). An existing warehouse gets them filled by a
--- queued full rebuild of the aggregates.
-DO $$
-BEGIN
-    IF to_regclass('warehouse.agg_sales_slices_any_state') IS NULL
-       AND EXISTS (SELECT 1 FROM warehouse.agg_sales_slices) THEN
-        INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
-    END IF;
-END $$;
-
+-- 10M order lines; sets: 0.4 million for 2 million).
 CREATE TABLE IF NOT EXISTS warehouse.agg_sales_slices_any_state (
     date_key            integer       NOT NULL,
     category            text COLLATE "C",
