@@ -486,6 +486,9 @@ def _run_stage(
         try:
             module = importlib.import_module(f"dwh.stages.{stage}")
             result = module.run(work, settings, ctx)
+            if result.vacuum:  # VACUUM marks rows all-visible only once their commit is on disk
+                with work.cursor() as cur:
+                    cur.execute("SET LOCAL synchronous_commit = on")
             work.commit()
             failure = None
             break

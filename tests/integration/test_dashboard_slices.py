@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 from dashboards import queries  # noqa: E402
 from dwh.orchestrator import run_pipeline  # noqa: E402
 from dwh.stage import RunOptions  # noqa: E402
-from dwh.stages.aggregates import AGGREGATES  # noqa: E402
+from dwh.stages.aggregates import AGGREGATES, INDEX_ONLY  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -262,12 +262,31 @@ def test_routing_reads_the_slices_for_every_filter_and_range(monkeypatch):
     assert issued[-1] is queries.KPIS_SLICES_SQL
 
 
-def test_a_full_rebuild_leaves_every_aggregate_vacuumed(db_url, make_settings):
-    """A full rebuild loads the aggregates in the stage's transaction, where VACUUM cannot run;
-    the orchestrator vacuums them once it commits, so their visibility maps are set and the
-    index-only scans of the customer slices skip the heap from the first read."""
-    run_pipeline(make_settings(db_url))
+def test_refreshes_leave_the_aggregates_read_by_index_only_scans_vacuumed(db_url, make_settings):
+    """VACUUM cannot run in the stage's transaction: once it commits, the orchestrator vacuums
+    every aggregate after a full rebuild, and the customer slices after a batch too, whose
+    updates clear the visibility map of the pages they touch: the index-only scans the
+    dashboard's customer counts use then read no heap page."""
+
+    def heap_fetches() -> dict[str, int]:
+        out = {}
+        with conn.cursor() as cur:
+            cur.execute("SET enable_seqscan = off")
+            cur.execute("SET enable_bitmapscan = off")
+            for table, column in INDEX_ONLY_READS:
+                cur.execute(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*)"  # constants
+                    f" FROM warehouse.{table} WHERE {column} > ''"
+                )
+                node = cur.fetchone()[0][0]["Plan"]["Plans"][0]
+                assert node["Node Type"] == "Index Only Scan", node
+                out[table] = node["Heap Fetches"]
+        return out
+
+    settings = make_settings(db_url)
+    run_pipeline(settings)
     conn = psycopg2.connect(db_url)
+    conn.autocommit = True  # no snapshot held here while the next run vacuums
     try:
         pages = fetch(
             conn,
@@ -276,11 +295,27 @@ def test_a_full_rebuild_leaves_every_aggregate_vacuumed(db_url, make_settings):
             " WHERE n.nspname = 'warehouse' AND c.relname = ANY (%s)",
             (list(AGGREGATES),),
         )
+        assert len(pages) == len(AGGREGATES)
+        assert dict(p[:2] for p in pages)["agg_customer_slices"] > 0
+        assert all(total == visible for _, total, visible in pages), pages
+        assert heap_fetches() == {table: 0 for table in INDEX_ONLY}
+        updated = (
+            "SELECT n_tup_upd + n_tup_del FROM pg_stat_user_tables"
+            " WHERE relname = 'agg_customer_slices'"
+        )
+        before = scalar(conn, updated)
+        run_pipeline(settings, RunOptions(next_batch=True))
+        assert scalar(conn, updated) > before  # the batch changed rows there
+        assert heap_fetches() == {table: 0 for table in INDEX_ONLY}
     finally:
         conn.close()
-    assert len(pages) == len(AGGREGATES)
-    assert dict(p[:2] for p in pages)["agg_customer_slices"] > 0
-    assert all(total == visible for _, total, visible in pages), pages
+
+
+# the customer slices and the column of an index the dashboard reads them by, index-only
+INDEX_ONLY_READS = (
+    ("agg_customer_slices", "category"),
+    ("agg_customer_slices_any_category", "state"),
+)
 
 
 def test_incremental_slices_equal_a_full_rebuild(db_url, make_settings):
