@@ -7,7 +7,7 @@ RUN    := $(PY) scripts/pipeline_orchestrator.py
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration lint format generate screenshots db-start db-stop db-status db-url dashboard bi-kit clean
+.PHONY: help run test test-unit test-integration lint format generate screenshots db-start db-stop db-status db-url dashboard bi-kit bench bench-large clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
