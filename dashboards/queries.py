@@ -416,6 +416,7 @@ LIMIT %(limit)s
 
 # The top products over all dates with a category or segment filter (no state: the table has
 # none), from agg_product_slices (product x category x segment): the same rows as on the lines.
+# The top rows are picked before the join, so only they look up their current product row.
 TOP_PRODUCTS_SLICES_SQL = """
 SELECT x.product_id, coalesce(p.product_name, x.product_id) AS product_name,
        coalesce(p.category, 'Unknown') AS category,
@@ -428,10 +429,11 @@ FROM (
     WHERE (%(categories)s::text[] IS NULL OR s.category = ANY (%(categories)s::text[]))
       AND (%(segments)s::text[] IS NULL OR s.customer_segment = ANY (%(segments)s::text[]))
     GROUP BY s.product_id
+    ORDER BY revenue DESC, s.product_id
+    LIMIT %(limit)s
 ) AS x
 LEFT JOIN warehouse.dim_products AS p ON p.product_id = x.product_id AND p.is_current
 ORDER BY x.revenue DESC, x.product_id
-LIMIT %(limit)s
 """
 
 CATEGORIES_AGG_SQL = """
