@@ -9,7 +9,7 @@
 -- agg_sales_slices, a touched customer whose segment changed moves its orders on other dates from
 -- the old segment's rows to the new one's, as a delta read through the fact's customer index.
 -- Segment: the customer's current one, so this runs after agg_customer_metrics (and after
--- agg_sales_slices, whose _agg_seg_moves names the customers whose segment changed).
+-- agg_sales_slices, whose _agg_moved_lines holds the lines of the customers whose segment changed).
 -- Parameter: full (every date). Returns the customers whose orders moved.
 
 DROP TABLE IF EXISTS _agg_set_delta, _agg_set_merged;
@@ -37,22 +37,18 @@ GROUP BY o.date_key, o.categories, o.state, m.customer_segment, o.payment_method
 -- stored in date order, so that a range of days reads its own pages, not every page
 ORDER BY o.date_key;
 
--- ── segment moves (incremental only; the customers are agg_sales_slices.sql's _agg_seg_moves):
--- orders on untouched dates change segment ─────────────────────────────────────────────────
+-- ── segment moves (incremental only; the lines of the customers whose segment changed are
+-- agg_sales_slices.sql's _agg_moved_lines): orders on untouched dates change segment ────────
 CREATE TEMP TABLE _agg_set_delta ON COMMIT DROP AS
 WITH moved_orders AS (
-    SELECT f.date_key, c.state COLLATE "C" AS state, f.payment_method_key, mv.old_segment,
-           mv.new_segment,
-           array_agg(DISTINCT p.category COLLATE "C" ORDER BY p.category COLLATE "C")
-               FILTER (WHERE p.category IS NOT NULL) AS categories
-    FROM _agg_seg_moves mv
-    JOIN warehouse.dim_customers c ON c.customer_id = mv.customer_id
-    JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
-    JOIN warehouse.dim_products p ON p.product_key = f.product_key
-    WHERE f.date_key NOT IN (SELECT date_key FROM _agg_dates)
-    GROUP BY f.date_key, f.transaction_id, c.customer_id, c.state, f.payment_method_key,
-             mv.old_segment, mv.new_segment
-    HAVING count(DISTINCT p.category) >= 2
+    SELECT date_key, state, payment_method_key, old_segment, new_segment,
+           array_agg(DISTINCT category ORDER BY category)
+               FILTER (WHERE category IS NOT NULL) AS categories
+    FROM _agg_moved_lines
+    WHERE date_key NOT IN (SELECT date_key FROM _agg_dates)
+    GROUP BY date_key, transaction_id, customer_id, state, payment_method_key, old_segment,
+             new_segment
+    HAVING count(DISTINCT category) >= 2
 )
 SELECT date_key, categories, state, segment AS customer_segment, payment_method_key,
        sum(sign)::integer AS orders

@@ -1,6 +1,6 @@
 -- agg_product_slices: per product x category x customer segment over all dates (category of the
 -- product version the lines point at; segment: the customer's current one, so this runs after
--- agg_customer_metrics, and after agg_sales_slices, whose segment moves it reads).
+-- agg_customer_metrics, and after agg_sales_slices, whose moved lines it reads).
 -- A product to recompute (agg_refresh_keys.sql) is deleted and summed again from its lines. The
 -- other changes are merged into the stored rows as one delta: the inserted lines of the other
 -- products, and the already counted lines of customers whose segment changed, moved from the old
@@ -41,18 +41,15 @@ FROM (
     LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = a.customer_id
     WHERE NOT %(full)s
     UNION ALL
-    -- their lines counted before, of customers whose segment changed: out of the old segment,
-    -- into the new one (_agg_seg_moves is empty on a full rebuild)
-    SELECT p.product_id, p.category COLLATE "C", s.segment, s.sign, s.sign * f.quantity,
-           s.sign * f.line_total, s.sign * f.profit
-    FROM _agg_seg_moves mv
-    JOIN warehouse.dim_customers c ON c.customer_id = mv.customer_id
-    JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
-    JOIN warehouse.dim_products p ON p.product_key = f.product_key
-    CROSS JOIN LATERAL (VALUES (mv.old_segment, -1), (mv.new_segment, 1)) AS s (segment, sign)
-    WHERE NOT EXISTS (SELECT 1 FROM _agg_added a WHERE a.item_id = f.item_id)
+    -- their lines counted before, of customers whose segment changed (_agg_moved_lines,
+    -- agg_sales_slices.sql; empty on a full rebuild): out of the old segment, into the new one
+    SELECT l.product_id, l.category, s.segment, s.sign, s.sign * l.quantity,
+           s.sign * l.line_total, s.sign * l.profit
+    FROM _agg_moved_lines l
+    CROSS JOIN LATERAL (VALUES (l.old_segment, -1), (l.new_segment, 1)) AS s (segment, sign)
+    WHERE NOT EXISTS (SELECT 1 FROM _agg_added a WHERE a.item_id = l.item_id)
       AND NOT EXISTS (SELECT 1 FROM _agg_products t
-                      WHERE t.product_id = p.product_id AND t.recompute)
+                      WHERE t.product_id = l.product_id AND t.recompute)
 ) d
 GROUP BY d.product_id, d.category, d.customer_segment;
 

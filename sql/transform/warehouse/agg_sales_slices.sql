@@ -7,7 +7,7 @@
 -- through the fact's customer index) instead of recomputing every date of that customer.
 -- Parameter: full (every date).
 
-DROP TABLE IF EXISTS _agg_seg_moves, _agg_slice_delta, _agg_slice_merged;
+DROP TABLE IF EXISTS _agg_seg_moves, _agg_moved_lines, _agg_slice_delta, _agg_slice_merged;
 
 DELETE FROM warehouse.agg_sales_slices
 WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates));
@@ -35,17 +35,26 @@ WHERE NOT %(full)s
   AND k.old_segment IS NOT NULL
   AND k.old_segment IS DISTINCT FROM m.customer_segment;
 
+-- their lines, read once through the fact's customer index; agg_order_category_sets.sql and
+-- agg_product_slices.sql move them too
+CREATE TEMP TABLE _agg_moved_lines ON COMMIT DROP AS
+SELECT f.item_id, f.date_key, f.transaction_id, c.customer_id, p.product_id,
+       p.category COLLATE "C" AS category, c.state COLLATE "C" AS state, f.payment_method_key,
+       mv.old_segment, mv.new_segment, f.quantity, f.line_total, f.profit
+FROM _agg_seg_moves mv
+JOIN warehouse.dim_customers c ON c.customer_id = mv.customer_id
+JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
+JOIN warehouse.dim_products p ON p.product_key = f.product_key;
+
+ANALYZE _agg_moved_lines;
+
 CREATE TEMP TABLE _agg_slice_delta ON COMMIT DROP AS
 WITH moved_lines AS (
-    SELECT f.date_key, f.transaction_id, p.category COLLATE "C" AS category,
-           c.state COLLATE "C" AS state, f.payment_method_key, mv.old_segment, mv.new_segment,
-           count(*)::integer AS lines, sum(f.quantity) AS quantity,
-           sum(f.line_total) AS revenue, sum(f.profit) AS profit
-    FROM _agg_seg_moves mv
-    JOIN warehouse.dim_customers c ON c.customer_id = mv.customer_id
-    JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
-    JOIN warehouse.dim_products p ON p.product_key = f.product_key
-    WHERE f.date_key NOT IN (SELECT date_key FROM _agg_dates)
+    SELECT date_key, transaction_id, category, state, payment_method_key, old_segment,
+           new_segment, count(*)::integer AS lines, sum(quantity) AS quantity,
+           sum(line_total) AS revenue, sum(profit) AS profit
+    FROM _agg_moved_lines
+    WHERE date_key NOT IN (SELECT date_key FROM _agg_dates)
     GROUP BY 1, 2, 3, 4, 5, 6, 7
 ),
 flagged AS (
