@@ -89,6 +89,11 @@ FROM ops.warehouse_refresh_queue
 WHERE customer_id IS NOT NULL AND date_key > 0
 GROUP BY 1, 2;
 
+-- keyed, so a lookup by key stays cheap in a plan that misjudges how many rows probe it (an
+-- anti join's estimate of one row once turned a probe per moved line into a scan each)
+ALTER TABLE _agg_products ADD PRIMARY KEY (product_id);
+ALTER TABLE _agg_customers ADD PRIMARY KEY (customer_id);
+
 ANALYZE _agg_dates;
 ANALYZE _agg_added;
 ANALYZE _agg_products;
