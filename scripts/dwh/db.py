@@ -2,11 +2,13 @@
 
 `resolve_url` decides which server to use (an explicit URL, or the embedded server, started on
 demand); `connect` opens a psycopg2 connection to it; `run_sql_file` executes a file from sql/;
-`apply_ddl` applies sql/ddl/*.sql in name order (each file is idempotent).
+`apply_ddl` applies sql/ddl/*.sql in name order (each file is idempotent) when they or the
+catalog changed since the last application.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
@@ -238,16 +240,78 @@ def run_sql_file_row(
         return {col.name: value for col, value in zip(cur.description, row, strict=True)}
 
 
-def apply_ddl(conn: psycopg2.extensions.connection) -> list[str]:
-    """Apply every sql/ddl/*.sql in name order, in one transaction; returns the file names."""
+# What the DDL creates, as the catalog shows it: every table, view, index and sequence of the
+# loader's schemas (by oid, so a dropped and recreated one differs), its columns and grants, the
+# functions, and whether the role the DDL grants the warehouse to exists (a DBA may create it
+# later). Read from the catalog only: it takes no lock on any table.
+_CATALOG_SIGNATURE = """
+SELECT md5(concat_ws('|',
+    (SELECT string_agg(c.oid || ':' || c.relkind::text || ':' || coalesce(c.relacl::text, '')
+                       || ':' || (SELECT count(*) FROM pg_attribute a
+                                  WHERE a.attrelid = c.oid AND a.attnum > 0
+                                    AND NOT a.attisdropped),
+                       ',' ORDER BY c.oid)
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname IN ('staging', 'production', 'warehouse', 'ops')),
+    (SELECT string_agg(p.oid::text, ',' ORDER BY p.oid)
+     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE n.nspname IN ('staging', 'production', 'warehouse', 'ops')),
+    to_regrole('bi_reader') IS NOT NULL))
+"""
+_DDL_IS_CURRENT_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM ops.ddl_applied WHERE checksum = %s AND catalog = ("
+    + _CATALOG_SIGNATURE
+    + "))"
+)
+_DDL_APPLIED_SQL = (
+    "INSERT INTO ops.ddl_applied (checksum, catalog) VALUES (%s, ("
+    + _CATALOG_SIGNATURE
+    + ")) ON CONFLICT (singleton) DO UPDATE"
+    " SET checksum = excluded.checksum, catalog = excluded.catalog,"
+    " applied_at = excluded.applied_at"
+)
+
+
+def ddl_checksum() -> str:
+    """sha256 of the names and contents of sql/ddl/*.sql, in the order they are applied."""
+    digest = hashlib.sha256()
+    for path in sorted((SQL_DIR / "ddl").glob("*.sql")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _ddl_is_current(cur: psycopg2.extensions.cursor, checksum: str) -> bool:
+    """The files and the catalog are those the last application left."""
+    cur.execute("SELECT to_regclass('ops.ddl_applied') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return False
+    cur.execute(_DDL_IS_CURRENT_SQL, (checksum,))
+    return bool(cur.fetchone()[0])
+
+
+def apply_ddl(conn: psycopg2.extensions.connection, force: bool = False) -> list[str]:
+    """Apply every sql/ddl/*.sql in name order, in one transaction; returns the file names.
+
+    Skipped (returns []) when the files and the catalog of the loader's schemas are those the
+    last application left (ops.ddl_applied), unless `force`: the DDL's statements lock every
+    large table against VACUUM, so applying it on every run made each run wait for, and cancel,
+    the autovacuum of the tables the previous run had written. A table, view, index, column or
+    grant dropped by hand, or the role bi_reader created by a DBA, changes the catalog, so the
+    next run applies the DDL again.
+    """
+    checksum = ddl_checksum()
     applied = []
     with conn:
         with conn.cursor() as cur:
             # Serialise concurrent DDL runs (two first runs at once on a fresh database).
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('dwh.apply_ddl'))")
+            if not force and _ddl_is_current(cur, checksum):
+                return applied
         for path in sorted((SQL_DIR / "ddl").glob("*.sql")):
             run_sql_file(conn, f"ddl/{path.name}")
             applied.append(path.name)
+        with conn.cursor() as cur:
+            cur.execute(_DDL_APPLIED_SQL, (checksum,))
     # A DDL file raises a WARNING for what it had to skip (e.g. no CREATEROLE for bi_reader).
     for notice in conn.notices:
         if notice.startswith("WARNING:"):

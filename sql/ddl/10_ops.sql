@@ -58,3 +58,14 @@ CREATE TABLE IF NOT EXISTS ops.batches (
     registered_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 COMMENT ON TABLE ops.batches IS 'Every batch folder seen by the ingest stage, in name order = load order.';
+
+-- What the last application of sql/ddl/*.sql left (db.apply_ddl): the checksum of the files and a
+-- signature of the catalog of the loader's schemas. A run whose files and catalog match skips the
+-- DDL, whose locks would wait for (and cancel) autovacuum on every large table.
+CREATE TABLE IF NOT EXISTS ops.ddl_applied (
+    singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    checksum    text        NOT NULL,
+    catalog     text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE ops.ddl_applied IS 'The checksum of sql/ddl/*.sql and the catalog signature the last DDL application left; a run skips the DDL when both match.';

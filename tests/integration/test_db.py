@@ -192,3 +192,45 @@ def test_bulk_work_mem_is_raised_for_the_transaction_only_and_never_lowered(
     db.use_bulk_work_mem(conn)
     assert work_mem() == "1GB"
     conn.rollback()
+
+
+def _index_exists(conn: psycopg2.extensions.connection, name: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+        found = cur.fetchone()[0]
+    conn.rollback()
+    return found
+
+
+def test_apply_ddl_skips_unchanged_ddl_without_waiting_for_a_vacuum(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ddl = db.connect(db_url)
+    assert len(db.apply_ddl(ddl)) == len(list((db.SQL_DIR / "ddl").glob("*.sql")))
+
+    # a VACUUM's lock (autovacuum takes the same) on the fact: an unchanged DDL does not wait
+    vacuum = db.connect(db_url)
+    with vacuum.cursor() as cur:
+        cur.execute("LOCK TABLE warehouse.fact_sales IN SHARE UPDATE EXCLUSIVE MODE")
+    with ddl.cursor() as cur:
+        cur.execute("SET lock_timeout = '2s'")
+    ddl.commit()
+    assert db.apply_ddl(ddl) == []
+    with pytest.raises(psycopg2.errors.LockNotAvailable):  # what applying it would do
+        db.apply_ddl(ddl, force=True)
+    vacuum.rollback()
+
+    # an index dropped by hand changes the catalog: the next application restores it
+    with ddl.cursor() as cur:
+        cur.execute("DROP INDEX warehouse.agg_product_slices_key_idx")
+    ddl.commit()
+    assert "55_warehouse_aggregates.sql" in db.apply_ddl(ddl)
+    assert _index_exists(ddl, "warehouse.agg_product_slices_key_idx")
+    assert db.apply_ddl(ddl) == []
+
+    # changed DDL files: applied again
+    monkeypatch.setattr(db, "ddl_checksum", lambda: "another version of sql/ddl")
+    assert db.apply_ddl(ddl) != []
+    assert db.apply_ddl(ddl) == []
+    vacuum.close()
+    ddl.close()
