@@ -242,8 +242,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("  stage          seconds     rows out")
     for stage in report.stages:
         print(f"  {stage.stage:<12} {stage.seconds:>9.2f} {stage.rows_out:>12,}")
+    estimated = set(report.layer_rows_estimated)
     for schema, tables in report.layer_rows.items():
-        listing = ", ".join(f"{t} {n:,}" for t, n in tables.items())
+        listing = ", ".join(
+            f"{t} {'~' if f'{schema}.{t}' in estimated else ''}{n:,}" for t, n in tables.items()
+        )
         print(f"  {schema}: {listing}")
     url = (settings.database_url and mask_url(settings.database_url)) or db.resolve_url(
         settings, start_embedded=False

@@ -68,6 +68,8 @@ class RunReport:
     database: str
     stages: list[StageReport]
     layer_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    layer_rows_estimated: list[str] = field(default_factory=list)
+    """The tables of layer_rows over EXACT_COUNT_LIMIT rows: the server's live-row counter."""
     error: str | None = None
     exit_code: int = 0
 
@@ -81,21 +83,45 @@ def select_stages(only: list[str] | None = None, start: str | None = None) -> tu
     return tuple(s for s in chosen if not only or s in only)
 
 
-def layer_row_counts(conn: psycopg2.extensions.connection) -> dict[str, dict[str, int]]:
-    """Rows per table of each layer that exists (for the summary and the report)."""
+# Rows per table: a table of up to EXACT_COUNT_LIMIT rows is counted; a larger one takes the
+# server's live-row counter (pg_stat_user_tables.n_live_tup: the rows inserted minus those deleted,
+# reset to ANALYZE's figure, which reads every page of a table under 30,000 pages), after this
+# session's counters are flushed. Counting every table read every row of every layer after each
+# run: 0.5 s at 1M order lines, about ten times that at 10M, for the summary.
+EXACT_COUNT_LIMIT = 100_000
+_LAYER_ROWS_SQL = """
+SELECT t.table_schema, t.table_name, s.n_live_tup
+FROM information_schema.tables t
+LEFT JOIN pg_stat_user_tables s ON s.schemaname = t.table_schema AND s.relname = t.table_name
+WHERE t.table_schema IN ('staging', 'production', 'warehouse') AND t.table_type = 'BASE TABLE'
+ORDER BY 1, 2
+"""
+
+
+def layer_row_counts(
+    conn: psycopg2.extensions.connection,
+) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Rows per table of each layer that exists (for the summary and the report), and the tables
+    whose figure is the server's live-row counter rather than a count."""
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables"
-            " WHERE table_schema IN ('staging', 'production', 'warehouse')"
-            " AND table_type = 'BASE TABLE' ORDER BY 1, 2"
-        )
-        tables = cur.fetchall()
+        if conn.server_version >= 150000:  # else the counters arrive within half a second
+            cur.execute("SELECT pg_stat_force_next_flush()")
+    conn.commit()  # this session's counters are flushed once it is idle, after this commit
+    with conn.cursor() as cur:
+        cur.execute(_LAYER_ROWS_SQL)
         counts: dict[str, dict[str, int]] = {}
-        for schema, table in tables:
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
-            counts.setdefault(schema, {})[table] = cur.fetchone()[0]
+        estimated = []
+        for schema, table, live in cur.fetchall():
+            if live is None or live <= EXACT_COUNT_LIMIT:
+                cur.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+                )
+                live = cur.fetchone()[0]
+            else:
+                estimated.append(f"{schema}.{table}")
+            counts.setdefault(schema, {})[table] = live
     conn.rollback()
-    return counts
+    return counts, estimated
 
 
 class _Ledger:
@@ -433,7 +459,7 @@ def run_pipeline(
         report.seconds = round(time.monotonic() - started, 3)
         report.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
-            report.layer_rows = layer_row_counts(work)
+            report.layer_rows, report.layer_rows_estimated = layer_row_counts(work)
         except psycopg2.Error as exc:  # the work connection died with the failure
             log.warning("row counts per layer unavailable: %s", str(exc).strip() or exc)
         if failure is None:

@@ -163,3 +163,31 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(
     finally:
         holder.close()  # a dead holder releases the lock: no stale lock
     assert run_pipeline(settings, stages=TWO).status == "success"
+
+
+def test_layer_rows_count_small_tables_and_read_the_live_row_counter_of_large_ones(
+    conn, monkeypatch
+) -> None:
+    from dwh import db, orchestrator
+
+    db.apply_ddl(conn)
+    monkeypatch.setattr(orchestrator, "EXACT_COUNT_LIMIT", 10)
+    with conn.cursor() as cur:
+        cur.execute("SET dwh.batch_id = 'b1'; SET dwh.source_file = 'f.csv'")
+        cur.execute(
+            "INSERT INTO staging.customers (customer_id) SELECT 'C' || g FROM generate_series(1, 40) g"
+        )
+        cur.execute("INSERT INTO staging.products (product_id) VALUES ('P1'), ('P2'), ('P3')")
+    conn.commit()
+    counts, estimated = orchestrator.layer_row_counts(conn)
+    assert counts["staging"]["customers"] == 40  # the counter of this session's own inserts
+    assert counts["staging"]["products"] == 3
+    assert counts["warehouse"]["fact_sales"] == 0
+    assert estimated == ["staging.customers"]
+
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM staging.customers WHERE customer_id LIKE 'C1%'")  # 11 rows
+    conn.commit()
+    counts, estimated = orchestrator.layer_row_counts(conn)
+    assert counts["staging"]["customers"] == 29
+    assert estimated == ["staging.customers"]
