@@ -678,10 +678,14 @@ def bench_size(
             "autovacuum_at_start": autovacuum_before,
             "autovacuum_at_end": autovacuum_work(url),
         }
+        started = time.perf_counter()
         rerun = _run_pipeline(settings, RunOptions(), stages=STAGES[1:])
         result["rerun"] = {
             "stages": _stage_table(rerun, order_lines),
-            "seconds": rerun.seconds,
+            # the whole call, as a user waits for it: the DDL check, the ledger, the row counts
+            # per layer and the report besides the stages (rerun.seconds)
+            "seconds": round(time.perf_counter() - started, 3),
+            "stages_seconds": rerun.seconds,
         }
 
         log.info("[%s lines] queries", f"{order_lines:,}")
