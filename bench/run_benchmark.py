@@ -447,6 +447,7 @@ def _slicer_values(cur: Any) -> dict[str, dict[str, list[str]]]:
     }
     if len(categories) == 2:
         slicers["2_categories"] = {"categories": categories}
+    slicers["category_and_segment"] = {"categories": categories[:1], "segments": segments}
     return {name: value for name, value in slicers.items() if all(value.values())}
 
 
@@ -455,15 +456,20 @@ def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
     (dashboards/queries.py picks the statement): *_SLICES_SQL with one filter set and with two
     categories, KPIS_SLICES_SQL and STATES_SLICES_SQL also over a range touching neither end of
     the data (the Overview's previous period: distinct customers from the days with orders;
-    KPIS_SLICES_SQL there without a filter too); the top products from agg_product_slices over
-    all dates with a category, a segment or two categories, by order lines with a state over all
-    dates and with each filter or none over the last 30 days; the rest with no filter."""
+    KPIS_SLICES_SQL there without a filter too); the top products over all dates from
+    agg_product_slicer_totals with a category or a segment (one value) or two categories, from
+    agg_product_slices with a category and a segment, by order lines with a state over all dates
+    and with each filter or none over the last 30 days; the rest with no filter."""
     windows = ("all", "last_30_days")
     slicers = ("category", "state", "segment", "2_categories")
     if name in ("KPIS_SLICES_SQL", "STATES_SLICES_SQL"):
         windows += ("previous_30_days",)
+    if name == "TOP_PRODUCTS_SLICER_SQL":
+        return [("all", "category"), ("all", "segment")]
+    if name == "TOP_PRODUCTS_SLICERS_SQL":
+        return [("all", "2_categories")]
     if name == "TOP_PRODUCTS_SLICES_SQL":
-        return [("all", s) for s in slicers if s != "state"]
+        return [("all", "category_and_segment")]
     if name.endswith("_SLICES_SQL"):
         unfiltered = [("previous_30_days", None)] if name == "KPIS_SLICES_SQL" else []
         return unfiltered + [(w, s) for s in slicers for w in windows]

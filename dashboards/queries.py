@@ -11,8 +11,9 @@ categories are selected (an order holding several of them counts once), both sum
 (``*_any_state``) when no state is selected, and ``agg_customer_slices`` for distinct customers
 (summed over categories, ``agg_customer_slices_any_category``, when none is selected): by the
 first and last order dates over a range that starts at the first or ends at the last order date,
-by the days with orders over any other range. The top products over all dates with a category
-or segment filter read ``agg_product_slices``; ``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales``
+by the days with orders over any other range. The top products over all dates with one category
+or one segment are a top-N of ``agg_product_slicer_totals``, one row per product (several values
+of one: its rows summed per product; categories and segments: ``agg_product_slices``); ``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales``
 over the date range (its date_key index) joined to the dimensions: the top products with a state
 filter or over a part of the range are what the aggregates cannot answer exactly.
 ``LINES_REFERENCE`` holds the order-line form of every slice statement: the tests check that
@@ -414,15 +415,50 @@ LIMIT %(limit)s
 """
 )
 
-# The top products over all dates with a category or segment filter (no state: the table has
-# none), from agg_product_slices (product x category x segment): the same rows as on the lines.
-# The top rows are picked before the join, so only they look up their current product row.
-TOP_PRODUCTS_SLICES_SQL = """
+
+def _top_products(ranked: str) -> str:
+    """The top products' columns around `ranked` (product_id, revenue, profit, units of the top
+    rows, already picked), so only those rows look up their current product row (through
+    dim_products' index on product_id, whose collation the aggregates' "C" keys take for it)."""
+    return f"""
 SELECT x.product_id, coalesce(p.product_name, x.product_id) AS product_name,
        coalesce(p.category, 'Unknown') AS category,
        x.revenue, x.profit, x.units,
        round(100 * x.profit / nullif(x.revenue, 0), 2) AS margin_pct
-FROM (
+FROM ({ranked}) AS x
+LEFT JOIN warehouse.dim_products AS p
+    ON p.product_id = x.product_id COLLATE "default" AND p.is_current
+ORDER BY x.revenue DESC, x.product_id
+"""
+
+
+# The top products over all dates, no state (the tables have none), the same rows as on the lines.
+# One category or one segment: a top-N of agg_product_slicer_totals' rows, one per product.
+_SLICER = """slicer = CASE WHEN %(categories)s::text[] IS NULL THEN 'segment' ELSE 'category' END"""
+_SLICER_VALUES = "coalesce(%(categories)s::text[], %(segments)s::text[])"
+TOP_PRODUCTS_SLICER_SQL = _top_products(
+    f"""
+    SELECT product_id, revenue, profit, quantity AS units
+    FROM warehouse.agg_product_slicer_totals
+    WHERE {_SLICER} AND slicer_value = ({_SLICER_VALUES})[1]
+    ORDER BY revenue DESC, product_id
+    LIMIT %(limit)s
+"""
+)
+# Several categories, or several segments: their rows summed per product.
+TOP_PRODUCTS_SLICERS_SQL = _top_products(
+    f"""
+    SELECT product_id, sum(revenue) AS revenue, sum(profit) AS profit, sum(quantity) AS units
+    FROM warehouse.agg_product_slicer_totals
+    WHERE {_SLICER} AND slicer_value = ANY ({_SLICER_VALUES})
+    GROUP BY product_id
+    ORDER BY revenue DESC, product_id
+    LIMIT %(limit)s
+"""
+)
+# Categories and segments: agg_product_slices (product x category x segment) summed per product.
+TOP_PRODUCTS_SLICES_SQL = _top_products(
+    """
     SELECT s.product_id, sum(s.revenue) AS revenue, sum(s.profit) AS profit,
            sum(s.quantity) AS units
     FROM warehouse.agg_product_slices AS s
@@ -431,10 +467,8 @@ FROM (
     GROUP BY s.product_id
     ORDER BY revenue DESC, s.product_id
     LIMIT %(limit)s
-) AS x
-LEFT JOIN warehouse.dim_products AS p ON p.product_id = x.product_id AND p.is_current
-ORDER BY x.revenue DESC, x.product_id
 """
+)
 
 CATEGORIES_AGG_SQL = """
 SELECT coalesce(p.category, 'Unknown') AS category,
@@ -818,13 +852,21 @@ def _product_aggs_apply(filters: Filters) -> bool:
     return filters.covers_all_dates and not filters.has_slices
 
 
-def top_products(endpoint: Endpoint, filters: Filters, limit: int = 15) -> pd.DataFrame:
+def top_products_statement(filters: Filters) -> str:
+    """The statement top_products issues for these filters."""
     if _product_aggs_apply(filters):
-        query = TOP_PRODUCTS_AGG_SQL
-    elif filters.covers_all_dates and not filters.states:
-        query = TOP_PRODUCTS_SLICES_SQL
-    else:
-        query = TOP_PRODUCTS_LINES_SQL
+        return TOP_PRODUCTS_AGG_SQL
+    if not filters.covers_all_dates or filters.states:
+        return TOP_PRODUCTS_LINES_SQL
+    if filters.categories and filters.segments:
+        return TOP_PRODUCTS_SLICES_SQL
+    if len(filters.categories or filters.segments) == 1:
+        return TOP_PRODUCTS_SLICER_SQL
+    return TOP_PRODUCTS_SLICERS_SQL
+
+
+def top_products(endpoint: Endpoint, filters: Filters, limit: int = 15) -> pd.DataFrame:
+    query = top_products_statement(filters)
     return fetch_frame(endpoint, query, {**filters.params(), "limit": limit})
 
 

@@ -49,6 +49,7 @@ SLICE_TABLES = (
     "agg_customer_slices",
     "agg_customer_slices_any_category",
     "agg_product_slices",
+    "agg_product_slicer_totals",
     "agg_customer_metrics",
 )
 
@@ -97,6 +98,7 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
             {"categories": (categories[0],)},
             {"states": (states[0],)},
             {"segments": ("Regular",)},
+            {"segments": ("New", "VIP")},
             {"segments": ("New", "VIP"), "states": tuple(states)},
             {"categories": (categories[1],), "states": (states[1],), "segments": ("Regular",)},
             {"categories": tuple(categories)},
@@ -128,9 +130,13 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                     compared += len(lines)
                 if filters.covers_all_dates and not filters.states:  # every product, in order
                     top = {**params, "limit": 100_000}
-                    slices = fetch(conn, queries.TOP_PRODUCTS_SLICES_SQL, top)
-                    assert slices == fetch(conn, queries.TOP_PRODUCTS_LINES_SQL, top), combo
-                    compared += len(slices)
+                    lines = fetch(conn, queries.TOP_PRODUCTS_LINES_SQL, top)
+                    routed = queries.top_products_statement(filters)
+                    for statement in {routed, queries.TOP_PRODUCTS_SLICES_SQL}:
+                        assert fetch(conn, statement, top) == lines, combo
+                    top_three = fetch(conn, routed, {**params, "limit": 3})
+                    assert top_three == lines[:3], combo
+                    compared += len(lines)
                 kpis = fetch(conn, queries.KPIS_SLICES_SQL, params)[0]
                 if (start, end) == (first, last):  # every filter combination selects sales
                     assert kpis[0] > 0 and kpis[1] > 0 and kpis[2] > 0, combo
@@ -244,12 +250,15 @@ def test_routing_reads_the_slices_for_every_filter_and_range(monkeypatch):
         queries.spend_by_state(None, filters)
         assert issued[-1] is queries.STATES_SLICES_SQL
     assert [f.params()["inner_range"] for f in (one, two, inside)] == [False, False, True]
-    # top products: agg_product_slices over all dates without a state, else the order lines
+    # top products over all dates without a state: agg_product_slicer_totals for one slicer,
+    # agg_product_slices for both; else the order lines
     everything = replace(one, start=edge["data_start"], end=edge["data_end"])
     for filters, statement in (
         (replace(everything, categories=()), queries.TOP_PRODUCTS_AGG_SQL),
-        (everything, queries.TOP_PRODUCTS_SLICES_SQL),
-        (replace(everything, categories=(), segments=("VIP",)), queries.TOP_PRODUCTS_SLICES_SQL),
+        (everything, queries.TOP_PRODUCTS_SLICER_SQL),
+        (replace(everything, categories=("A", "B")), queries.TOP_PRODUCTS_SLICERS_SQL),
+        (replace(everything, categories=(), segments=("VIP",)), queries.TOP_PRODUCTS_SLICER_SQL),
+        (replace(everything, segments=("VIP",)), queries.TOP_PRODUCTS_SLICES_SQL),
         (replace(everything, states=("X",)), queries.TOP_PRODUCTS_LINES_SQL),
         (one, queries.TOP_PRODUCTS_LINES_SQL),
     ):

@@ -764,6 +764,8 @@ def test_a_customer_changing_segment_moves_its_product_sales_once(wh):
         "DROP TABLE warehouse.agg_customer_slices_any_category",
         # before the product slices
         "DROP TABLE warehouse.agg_product_slices",
+        # before their sums per category and per segment
+        "DROP TABLE warehouse.agg_product_slicer_totals",
     ],
     ids=[
         "added_sums",
@@ -772,6 +774,7 @@ def test_a_customer_changing_segment_moves_its_product_sales_once(wh):
         "active_days",
         "any_category",
         "product_slices",
+        "product_slicer_totals",
     ],
 )
 def test_a_database_from_before_new_aggregates_is_upgraded_and_rebuilt(wh, older_schema):

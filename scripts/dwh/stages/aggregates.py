@@ -27,7 +27,7 @@ STAGE = "aggregates"
 # slices read its segments, and agg_customer_slices the per-order rows agg_sales_slices leaves
 # (and, with agg_order_category_sets and agg_product_slices, its segment moves); each *_any_state
 # table sums what its table just refreshed over states, agg_customer_slices_any_category over
-# categories.
+# categories, agg_product_slicer_totals agg_product_slices over segments and over categories.
 AGGREGATES: tuple[str, ...] = (
     "agg_daily_sales",
     "agg_payment_method_daily",
@@ -42,6 +42,7 @@ AGGREGATES: tuple[str, ...] = (
     "agg_order_category_sets",
     "agg_order_category_sets_any_state",
     "agg_product_slices",
+    "agg_product_slicer_totals",
 )
 
 # VACUUMed after the stage commits (StageResult.vacuum): every table after a full rebuild, these
