@@ -153,6 +153,9 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_product_slices (
     revenue           numeric(14,2) NOT NULL,
     profit            numeric(14,2) NOT NULL
 );
+-- a 1 % batch updates about a fifth of the rows in place: room left on every page keeps those
+-- updates on their page, without index entries (HOT)
+ALTER TABLE warehouse.agg_product_slices SET (fillfactor = 70);
 CREATE INDEX IF NOT EXISTS agg_product_slices_key_idx
     ON warehouse.agg_product_slices (product_id, category, customer_segment);
 

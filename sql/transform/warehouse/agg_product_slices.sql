@@ -2,12 +2,12 @@
 -- product version the lines point at; segment: the customer's current one, so this runs after
 -- agg_customer_metrics, and after agg_sales_slices, whose moved lines it reads).
 -- A product to recompute (agg_refresh_keys.sql) is deleted and summed again from its lines. The
--- other changes are merged into the stored rows as one delta: the inserted lines of the other
--- products, and the already counted lines of customers whose segment changed, moved from the old
--- segment's rows to the new one's (read through the fact's customer index).
+-- other changes are added to the stored rows in place as one delta: the inserted lines of the
+-- other products, and the already counted lines of customers whose segment changed, moved from
+-- the old segment's rows to the new one's (read through the fact's customer index).
 -- Parameter: full (every product, from the fact).
 
-DROP TABLE IF EXISTS _agg_product_delta, _agg_product_merged;
+DROP TABLE IF EXISTS _agg_product_delta, _agg_product_emptied;
 
 DELETE FROM warehouse.agg_product_slices
 WHERE %(full)s
@@ -55,33 +55,37 @@ GROUP BY d.product_id, d.category, d.customer_segment;
 
 ANALYZE _agg_product_delta;
 
--- the stored rows of those keys are taken out (found by product_id in the key index; category
--- and segment, which may be NULL, compared after it) and merged with the delta
-CREATE TEMP TABLE _agg_product_merged ON COMMIT DROP AS
-WITH removed AS (
-    DELETE FROM warehouse.agg_product_slices t
-    USING _agg_product_delta d
+-- added in place: the sums are not indexed, so on pages the table's fillfactor leaves room on,
+-- the new row versions stay on their page without new index entries (HOT updates)
+CREATE TEMP TABLE _agg_product_emptied ON COMMIT DROP AS
+WITH updated AS (
+    UPDATE warehouse.agg_product_slices t
+    SET lines = t.lines + d.lines, quantity = t.quantity + d.quantity,
+        revenue = t.revenue + d.revenue, profit = t.profit + d.profit
+    FROM _agg_product_delta d
     WHERE t.product_id = d.product_id
       AND t.category IS NOT DISTINCT FROM d.category
       AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
-    RETURNING t.*
+    RETURNING t.product_id, t.category, t.customer_segment, t.lines
 )
-SELECT product_id, category, customer_segment, sum(lines)::integer AS lines,
-       sum(quantity) AS quantity, sum(revenue) AS revenue, sum(profit) AS profit
-FROM (
-    SELECT product_id, category, customer_segment, lines, quantity, revenue, profit
-    FROM removed
-    UNION ALL
-    SELECT product_id, category, customer_segment, lines, quantity, revenue, profit
-    FROM _agg_product_delta
-) x
-GROUP BY product_id, category, customer_segment;
+SELECT product_id, category, customer_segment FROM updated WHERE lines = 0;
 
 INSERT INTO warehouse.agg_product_slices (
     product_id, category, customer_segment, lines, quantity, revenue, profit
 )
-SELECT product_id, category, customer_segment, lines, quantity, revenue, profit
-FROM _agg_product_merged
-WHERE lines <> 0;
+SELECT d.product_id, d.category, d.customer_segment, d.lines, d.quantity, d.revenue, d.profit
+FROM _agg_product_delta d
+WHERE d.lines <> 0
+  AND NOT EXISTS (SELECT 1 FROM warehouse.agg_product_slices t
+                  WHERE t.product_id = d.product_id
+                    AND t.category IS NOT DISTINCT FROM d.category
+                    AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment);
 
-SELECT count(*) AS merged_keys FROM _agg_product_merged;
+-- rows whose every line moved to another segment
+DELETE FROM warehouse.agg_product_slices t
+USING _agg_product_emptied e
+WHERE t.product_id = e.product_id
+  AND t.category IS NOT DISTINCT FROM e.category
+  AND t.customer_segment IS NOT DISTINCT FROM e.customer_segment;
+
+SELECT count(*) AS delta_keys FROM _agg_product_delta;
