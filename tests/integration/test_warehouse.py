@@ -747,6 +747,33 @@ def test_a_customer_changing_segment_moves_its_product_sales_once(wh):
     assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
 
 
+def test_a_customer_turning_vip_in_a_new_state_moves_its_rows_of_the_old_state(wh):
+    """C1 (lines in Maharashtra, then Delhi since batch 2) orders enough in Delhi to become VIP:
+    an added order only, so its sums are added in place; its Maharashtra rows in the customer
+    slices, which the batch adds nothing to, change segment too: the tables equal a full
+    rebuild."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    segment = "SELECT customer_segment FROM warehouse.agg_customer_metrics WHERE customer_id = 'C1'"
+    assert scalar(conn, segment) == "Regular"
+    day = dt.date(2024, 3, 12)
+    batch = Batch(
+        "batch_0005",
+        day,
+        transactions=[Transaction("T31", "C1", day, "UPI")],
+        items=[Item("I31", "T31", "P1", 10, D("500.00"), D("0"))],
+    )
+    load_batch(conn, batch)
+    run_stages(conn, settings)
+    assert scalar(conn, segment) == "VIP"
+    assert fetch(
+        conn,
+        "SELECT state, customer_segment FROM warehouse.agg_customer_slices_any_category"
+        " WHERE customer_id = 'C1' ORDER BY state",
+    ) == [("Delhi", "VIP"), ("Maharashtra", "VIP")]
+    assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
+
+
 @pytest.mark.parametrize(
     "older_schema",
     [

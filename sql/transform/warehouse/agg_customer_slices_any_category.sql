@@ -1,11 +1,17 @@
 -- agg_customer_slices_any_category: agg_customer_slices summed over categories (per customer x
 -- state), what the dashboard's distinct customers read when no category is selected. Runs after
--- agg_customer_slices.sql, from what it left: the rows of every touched customer (_agg_customers,
--- agg_refresh_keys.sql; a segment moves only with them) are deleted and grouped again from its
--- rows there, read through its key index. Parameter: full (every customer).
+-- agg_customer_slices.sql, and refreshes the same way from what it left: a customer to recompute
+-- (_agg_customers, agg_refresh_keys.sql) is deleted and grouped again from its rows there, read
+-- through its key index; a customer with only inserted lines gets their sums
+-- (_agg_customer_slices_added, summed over categories) added in place to its rows of those
+-- lines' states (or inserted), and its other rows change only when its segment did.
+-- Parameter: full (every customer).
+
+DROP TABLE IF EXISTS _agg_any_category_added;
 
 DELETE FROM warehouse.agg_customer_slices_any_category
-WHERE %(full)s OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers));
+WHERE %(full)s
+   OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE recompute));
 
 INSERT INTO warehouse.agg_customer_slices_any_category (
     customer_id, state, customer_segment, first_purchase_date, last_purchase_date, revenue,
@@ -14,7 +20,50 @@ INSERT INTO warehouse.agg_customer_slices_any_category (
 SELECT customer_id, state, customer_segment, min(first_purchase_date),
        max(last_purchase_date), sum(revenue), range_agg(active_days)
 FROM warehouse.agg_customer_slices
-WHERE %(full)s OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers))
+WHERE %(full)s
+   OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE recompute))
 GROUP BY customer_id, state, customer_segment;
+
+-- ── customers with only inserted lines (none on a full rebuild): add their sums ──────────────
+CREATE TEMP TABLE _agg_any_category_added ON COMMIT DROP AS
+SELECT customer_id, state, customer_segment, min(first_purchase_date) AS first_purchase_date,
+       max(last_purchase_date) AS last_purchase_date, sum(revenue) AS revenue,
+       range_agg(active_days) AS active_days
+FROM _agg_customer_slices_added
+GROUP BY customer_id, state, customer_segment;
+
+ANALYZE _agg_any_category_added;
+
+UPDATE warehouse.agg_customer_slices_any_category s
+SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
+    last_purchase_date = greatest(s.last_purchase_date, a.last_purchase_date),
+    revenue = s.revenue + a.revenue,
+    active_days = s.active_days + a.active_days,
+    customer_segment = a.customer_segment
+FROM _agg_any_category_added a
+WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
+  AND s.customer_id = a.customer_id
+  AND s.state IS NOT DISTINCT FROM a.state;
+
+INSERT INTO warehouse.agg_customer_slices_any_category (
+    customer_id, state, customer_segment, first_purchase_date, last_purchase_date, revenue,
+    active_days
+)
+SELECT a.customer_id, a.state, a.customer_segment, a.first_purchase_date, a.last_purchase_date,
+       a.revenue, a.active_days
+FROM _agg_any_category_added a
+WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_customer_slices_any_category s
+                  WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers
+                                                   WHERE NOT recompute))
+                    AND s.customer_id = a.customer_id
+                    AND s.state IS NOT DISTINCT FROM a.state);
+
+-- their other rows: the new segment of the customers whose segment changed (_agg_seg_moves)
+UPDATE warehouse.agg_customer_slices_any_category s
+SET customer_segment = k.new_segment
+FROM _agg_seg_moves k
+WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_seg_moves))
+  AND s.customer_id = k.customer_id
+  AND s.customer_segment IS DISTINCT FROM k.new_segment;
 
 SELECT count(*) AS customers FROM _agg_customers;
