@@ -13,9 +13,10 @@ categories are selected (an order holding several of them counts once), both sum
 first and last order dates over a range that starts at the first or ends at the last order date,
 by the days with orders over any other range. The top products over all dates with one category
 or one segment are a top-N of ``agg_product_slicer_totals``, one row per product (several values
-of one: its rows summed per product; categories and segments: ``agg_product_slices``); ``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales``
-over the date range (its date_key index) joined to the dimensions: the top products with a state
-filter or over a part of the range are what the aggregates cannot answer exactly.
+of one: its rows summed per product; categories and segments: ``agg_product_slices``);
+``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales`` over the date range (its date_key index) joined
+to the dimensions: the top products with a state filter or over a part of the range are what the
+aggregates cannot answer exactly.
 ``LINES_REFERENCE`` holds the order-line form of every slice statement: the tests check that
 both give the same numbers (tests/integration/test_dashboard_slices.py).
 No Streamlit here: the app caches these functions.
