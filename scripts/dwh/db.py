@@ -245,17 +245,18 @@ def run_sql_file_row(
 # functions, and whether the role the DDL grants the warehouse to exists (a DBA may create it
 # later). Read from the catalog only: it takes no lock on any table.
 _CATALOG_SIGNATURE = """
+WITH loader AS (
+    SELECT oid FROM pg_namespace WHERE nspname IN ('staging', 'production', 'warehouse', 'ops')
+)
 SELECT md5(concat_ws('|',
     (SELECT string_agg(c.oid || ':' || c.relkind::text || ':' || coalesce(c.relacl::text, '')
                        || ':' || (SELECT count(*) FROM pg_attribute a
                                   WHERE a.attrelid = c.oid AND a.attnum > 0
                                     AND NOT a.attisdropped),
                        ',' ORDER BY c.oid)
-     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname IN ('staging', 'production', 'warehouse', 'ops')),
+     FROM pg_class c WHERE c.relnamespace IN (SELECT oid FROM loader)),
     (SELECT string_agg(p.oid::text, ',' ORDER BY p.oid)
-     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-     WHERE n.nspname IN ('staging', 'production', 'warehouse', 'ops')),
+     FROM pg_proc p WHERE p.pronamespace IN (SELECT oid FROM loader)),
     to_regrole('bi_reader') IS NOT NULL))
 """
 _DDL_IS_CURRENT_SQL = (

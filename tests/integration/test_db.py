@@ -9,6 +9,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import pytest
+from test_warehouse_support import scalar
 
 from dwh import db
 
@@ -194,14 +195,6 @@ def test_bulk_work_mem_is_raised_for_the_transaction_only_and_never_lowered(
     conn.rollback()
 
 
-def _index_exists(conn: psycopg2.extensions.connection, name: str) -> bool:
-    with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
-        found = cur.fetchone()[0]
-    conn.rollback()
-    return found
-
-
 def test_apply_ddl_skips_unchanged_ddl_without_waiting_for_a_vacuum(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,7 +218,7 @@ def test_apply_ddl_skips_unchanged_ddl_without_waiting_for_a_vacuum(
         cur.execute("DROP INDEX warehouse.agg_product_slices_key_idx")
     ddl.commit()
     assert "55_warehouse_aggregates.sql" in db.apply_ddl(ddl)
-    assert _index_exists(ddl, "warehouse.agg_product_slices_key_idx")
+    assert scalar(ddl, "SELECT to_regclass('warehouse.agg_product_slices_key_idx') IS NOT NULL")
     assert db.apply_ddl(ddl) == []
 
     # changed DDL files: applied again

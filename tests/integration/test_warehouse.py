@@ -721,6 +721,20 @@ def test_customers_moving_with_new_orders_get_them_added_to_their_cohort_cells(w
     assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
 
 
+def _segment_of(conn, customer_id: str) -> object:
+    return scalar(
+        conn,
+        "SELECT customer_segment FROM warehouse.agg_customer_metrics WHERE customer_id = %s",
+        (customer_id,),
+    )
+
+
+def _load_and_run_day(conn, settings, day: dt.date, transactions, items) -> dict:
+    """Load one batch of these orders (business date `day`) and run the stages on it."""
+    load_batch(conn, Batch("batch_0005", day, transactions=transactions, items=items))
+    return run_stages(conn, settings)
+
+
 def test_a_customer_changing_segment_moves_its_product_sales_once(wh):
     """C4 (one order: P3 and P2, segment New) orders again and becomes Regular, while a changed
     line of another customer's order makes P3 a product to recompute. agg_product_slices moves
@@ -728,11 +742,11 @@ def test_a_customer_changing_segment_moves_its_product_sales_once(wh):
     moved a second time): the tables equal a full rebuild."""
     conn, settings = wh
     _load_both(conn, settings)
-    segment = "SELECT customer_segment FROM warehouse.agg_customer_metrics WHERE customer_id = 'C4'"
-    assert scalar(conn, segment) == "New"
+    assert _segment_of(conn, "C4") == "New"
     day = dt.date(2024, 3, 12)
-    batch = Batch(
-        "batch_0005",
+    result = _load_and_run_day(
+        conn,
+        settings,
         day,
         transactions=[BATCH_1.transactions[1], Transaction("T30", "C4", day, "UPI")],
         items=[
@@ -740,10 +754,8 @@ def test_a_customer_changing_segment_moves_its_product_sales_once(wh):
             Item("I30", "T30", "P4", 1, D("20.00"), D("0")),
         ],
     )
-    load_batch(conn, batch)
-    result = run_stages(conn, settings)
     assert result["warehouse"].details["fact_sales"]["updated"] == 1
-    assert scalar(conn, segment) == "Regular"
+    assert _segment_of(conn, "C4") == "Regular"
     assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
 
 
@@ -754,18 +766,16 @@ def test_a_customer_turning_vip_in_a_new_state_moves_its_rows_of_the_old_state(w
     rebuild."""
     conn, settings = wh
     _load_both(conn, settings)
-    segment = "SELECT customer_segment FROM warehouse.agg_customer_metrics WHERE customer_id = 'C1'"
-    assert scalar(conn, segment) == "Regular"
+    assert _segment_of(conn, "C1") == "Regular"
     day = dt.date(2024, 3, 12)
-    batch = Batch(
-        "batch_0005",
+    _load_and_run_day(
+        conn,
+        settings,
         day,
         transactions=[Transaction("T31", "C1", day, "UPI")],
         items=[Item("I31", "T31", "P1", 10, D("500.00"), D("0"))],
     )
-    load_batch(conn, batch)
-    run_stages(conn, settings)
-    assert scalar(conn, segment) == "VIP"
+    assert _segment_of(conn, "C1") == "VIP"
     assert fetch(
         conn,
         "SELECT state, customer_segment FROM warehouse.agg_customer_slices_any_category"
