@@ -420,6 +420,31 @@ def test_a_failed_run_leaves_no_batch_folder(tmp_path, monkeypatch) -> None:
     assert list(settings.raw_dir.iterdir()) == []
 
 
+def test_workers_stopped_early_end_while_results_larger_than_a_pipe_are_pending() -> None:
+    """A caller leaving OrderedJobs before its results (a failed write, a break) ends the pool
+    even when running jobs are writing results larger than the pipe's buffer. Before, terminate()
+    stopped reading results first and hung within 7 to 24 such stops here; in a child process with a
+    timeout, so a hang fails the test instead of the suite."""
+    code = (
+        "from dwh.generator.workers import OrderedJobs\n"
+        "def big(i):\n"
+        "    return b'x' * 2_000_000\n"
+        "for _ in range(100):\n"
+        "    with OrderedJobs(big, range(20), 2) as jobs:\n"
+        "        for result in jobs:\n"
+        "            break\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(SCRIPTS)},
+        timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 # ----------------------------------------------------------------------------- dirty data
 
 

@@ -63,6 +63,9 @@ def worker_count() -> int:
     return min(cores, 8) if cores > 1 else 0
 
 
+JOB_WAIT_S = 60  # at most, per running job, before terminate() when the caller stops early
+
+
 class OrderedJobs(Generic[J, R]):
     """`function` applied to every job, in forked workers (see `worker_count`) or inline;
     iterate to get the results in job order. The first jobs start at once; use as a context
@@ -97,6 +100,11 @@ class OrderedJobs(Generic[J, R]):
 
     def close(self) -> None:
         if self._pool is not None:
+            # A caller that stopped early (an error, a break) leaves jobs running. Their results
+            # are read before terminate(): it stops the pool's result reader first, and a worker
+            # then blocked writing a result larger than the pipe's buffer made it wait forever.
+            for pending in self._waiting:
+                pending.wait(JOB_WAIT_S)
             self._pool.terminate()
             self._pool.join()
             self._pool = None
