@@ -93,6 +93,8 @@ class Filters:
             # the range touches neither end of the data: distinct customers need the days
             # with orders (agg_customer_slices.active_days), not only the first and last
             "inner_range": not self.touches_data_edge,
+            # the range covers every order date: sums per customer slice are the range's sums
+            "all_dates": self.covers_all_dates,
         }
 
 
@@ -191,12 +193,12 @@ _CUSTOMER_SLICE_FILTERS = """cs.last_purchase_date >= %(start)s
       AND (%(segments)s::text[] IS NULL OR cs.customer_segment = ANY (%(segments)s::text[]))"""
 _SLICE_CUSTOMERS = f"""
 slice_customers AS NOT MATERIALIZED (
-    SELECT cs.customer_id, cs.state
+    SELECT cs.customer_id, cs.state, cs.revenue
     FROM warehouse.agg_customer_slices AS cs
     WHERE %(categories)s::text[] IS NOT NULL AND cs.category = ANY (%(categories)s::text[])
       AND {_CUSTOMER_SLICE_FILTERS}
     UNION ALL
-    SELECT cs.customer_id, cs.state
+    SELECT cs.customer_id, cs.state, cs.revenue
     FROM warehouse.agg_customer_slices_any_category AS cs
     WHERE %(categories)s::text[] IS NULL
       AND {_CUSTOMER_SLICE_FILTERS}
@@ -588,33 +590,41 @@ ORDER BY revenue DESC
 
 STATES_SLICES_SQL = (
     "WITH"
-    # per state: agg_sales_slices, whatever the filters
+    # per state: agg_sales_slices, unless customers gives the revenue too (below)
     + "\nslices AS ("
     + _SLICES_BY_STATE
-    + "\n),"
+    + """
+      AND NOT (%(all_dates)s AND coalesce(cardinality(%(categories)s::text[]), 0) < 2)
+),"""
     + _SLICE_CUSTOMERS
     + """,
+-- a customer has one row per state in agg_customer_slices_any_category, and per state in one
+-- category of agg_customer_slices: rows are distinct pairs unless two or more categories are
+-- selected (the guards are true or false at plan time: one branch runs). Over every order date
+-- the rows' revenue adds up to the state's revenue, so with one category or none the same pass
+-- gives it and the sales slices are not read.
+customers AS (
+    SELECT coalesce(state, 'Unknown') AS state, count(*) AS customers,
+           sum(revenue) AS revenue
+    FROM (SELECT state, customer_id, CASE WHEN %(all_dates)s THEN revenue END AS revenue
+          FROM slice_customers
+          WHERE coalesce(cardinality(%(categories)s::text[]), 0) < 2
+          UNION ALL
+          SELECT DISTINCT state, customer_id, NULL::numeric FROM slice_customers
+          WHERE cardinality(%(categories)s::text[]) >= 2) AS d
+    GROUP BY 1
+),
 revenue AS (
     SELECT coalesce(state, 'Unknown') AS state, sum(revenue) AS revenue
     FROM slices
     GROUP BY 1
-),
--- a customer has one row per state in agg_customer_slices_any_category, and per state in one
--- category of agg_customer_slices: rows are distinct pairs unless two or more categories are
--- selected (the guards are true or false at plan time: one branch runs)
-customers AS (
-    SELECT coalesce(state, 'Unknown') AS state, count(*) AS customers
-    FROM (SELECT state, customer_id FROM slice_customers
-          WHERE coalesce(cardinality(%(categories)s::text[]), 0) < 2
-          UNION ALL
-          SELECT DISTINCT state, customer_id FROM slice_customers
-          WHERE cardinality(%(categories)s::text[]) >= 2) AS d
-    GROUP BY 1
 )
-SELECT r.state, coalesce(c.customers, 0) AS customers, r.revenue
+-- one of the two revenues is there (the other is empty or NULL)
+SELECT coalesce(r.state, c.state) AS state, coalesce(c.customers, 0) AS customers,
+       coalesce(r.revenue, c.revenue) AS revenue
 FROM revenue AS r
-LEFT JOIN customers AS c ON c.state = r.state
-ORDER BY r.revenue DESC
+FULL JOIN customers AS c ON c.state = r.state
+ORDER BY 3 DESC
 """
 )
 
