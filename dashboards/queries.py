@@ -448,25 +448,32 @@ TOP_PRODUCTS_SLICER_SQL = _top_products(
     LIMIT %(limit)s
 """
 )
-# Several categories, or several segments: their rows summed per product.
+# Several categories, or several segments: their rows summed per product, product by product
+# in sorted order (hashing 88k products' three numeric sums at 10M took half again as long).
 TOP_PRODUCTS_SLICERS_SQL = _top_products(
     f"""
     SELECT product_id, sum(revenue) AS revenue, sum(profit) AS profit, sum(quantity) AS units
-    FROM warehouse.agg_product_slicer_totals
-    WHERE {_SLICER} AND slicer_value = ANY ({_SLICER_VALUES})
+    FROM (SELECT product_id, revenue, profit, quantity
+          FROM warehouse.agg_product_slicer_totals
+          WHERE {_SLICER} AND slicer_value = ANY ({_SLICER_VALUES})
+          ORDER BY product_id) AS t
     GROUP BY product_id
     ORDER BY revenue DESC, product_id
     LIMIT %(limit)s
 """
 )
-# Categories and segments: agg_product_slices (product x category x segment) summed per product.
+# Categories and segments: agg_product_slices (product x category x segment) summed per product,
+# in sorted order as above.
 TOP_PRODUCTS_SLICES_SQL = _top_products(
     """
     SELECT s.product_id, sum(s.revenue) AS revenue, sum(s.profit) AS profit,
            sum(s.quantity) AS units
-    FROM warehouse.agg_product_slices AS s
-    WHERE (%(categories)s::text[] IS NULL OR s.category = ANY (%(categories)s::text[]))
-      AND (%(segments)s::text[] IS NULL OR s.customer_segment = ANY (%(segments)s::text[]))
+    FROM (SELECT s.product_id, s.revenue, s.profit, s.quantity
+          FROM warehouse.agg_product_slices AS s
+          WHERE (%(categories)s::text[] IS NULL OR s.category = ANY (%(categories)s::text[]))
+            AND (%(segments)s::text[] IS NULL
+                 OR s.customer_segment = ANY (%(segments)s::text[]))
+          ORDER BY s.product_id) AS s
     GROUP BY s.product_id
     ORDER BY revenue DESC, s.product_id
     LIMIT %(limit)s
