@@ -185,9 +185,10 @@ order_fixes AS ("""
 # category selected from agg_customer_slices_any_category (summed over categories: a quarter of
 # the rows; the guards are true or false at plan time, so only one table is read). When the range
 # starts at or before the first order date or ends at or after the last one, the first and last
-# order dates say it (an index-only scan); otherwise the days with orders are read too.
-_CUSTOMER_SLICE_FILTERS = """cs.last_purchase_date >= %(start)s
-      AND cs.first_purchase_date <= %(end)s
+# order dates say it (an index-only scan); otherwise the days with orders are read too. A range
+# covering every order date takes every row (no date condition to evaluate).
+_CUSTOMER_SLICE_FILTERS = """(%(all_dates)s
+           OR cs.last_purchase_date >= %(start)s AND cs.first_purchase_date <= %(end)s)
       AND (NOT %(inner_range)s OR cs.active_days && daterange(%(start)s, %(end)s, '[]'))
       AND (%(states)s::text[] IS NULL OR cs.state = ANY (%(states)s::text[]))
       AND (%(segments)s::text[] IS NULL OR cs.customer_segment = ANY (%(segments)s::text[]))"""
