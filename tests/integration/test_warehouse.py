@@ -13,6 +13,7 @@ import pytest
 from test_warehouse_support import (
     BATCH_1,
     BATCH_2,
+    CUSTOMERS,
     Batch,
     Customer,
     Item,
@@ -781,6 +782,36 @@ def test_a_customer_turning_vip_in_a_new_state_moves_its_rows_of_the_old_state(w
         "SELECT state, customer_segment FROM warehouse.agg_customer_slices_any_category"
         " WHERE customer_id = 'C1' ORDER BY state",
     ) == [("Delhi", "VIP"), ("Maharashtra", "VIP")]
+    assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
+
+
+def test_a_customer_without_a_state_changing_segment_moves_its_category_set_row(wh):
+    """C4 has no state (NULL, unknown) and an order holding two categories (T06: P3 and P2), so
+    agg_order_category_sets has a row with a NULL state. C4 orders again and turns Regular: that
+    row, and the order's rows of agg_sales_slices, move to the new segment through the refreshes'
+    paths for keys with a NULL (which an index condition cannot match): the tables equal a full
+    rebuild."""
+    conn, settings = wh
+    without_state = replace(CUSTOMERS[3], state=None)
+    load_batch(conn, replace(BATCH_1, customers=[*CUSTOMERS[:3], without_state]))
+    run_stages(conn, settings)
+    load_batch(conn, BATCH_2)
+    run_stages(conn, settings)
+    assert _segment_of(conn, "C4") == "New"
+    day = dt.date(2024, 3, 12)
+    _load_and_run_day(
+        conn,
+        settings,
+        day,
+        transactions=[Transaction("T30", "C4", day, "UPI")],
+        items=[Item("I30", "T30", "P4", 1, D("20.00"), D("0"))],
+    )
+    assert _segment_of(conn, "C4") == "Regular"
+    assert fetch(
+        conn,
+        "SELECT state, customer_segment, orders FROM warehouse.agg_order_category_sets"
+        " WHERE date_key = 20240229",
+    ) == [(None, "Regular", 1)]
     assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
 
 

@@ -59,16 +59,35 @@ FROM (
 ) x
 GROUP BY date_key, categories, state, segment, payment_method_key;
 
+-- the rows of the delta's keys are taken out and added to it: by the whole key in the key index,
+-- and for the few keys with a NULL state or segment by the rest of the key, since
+-- `IS NOT DISTINCT FROM` cannot be an index condition
 CREATE TEMP TABLE _agg_set_merged ON COMMIT DROP AS
-WITH removed AS (
+WITH removed_keys AS (
     DELETE FROM warehouse.agg_order_category_sets t
     USING _agg_set_delta d
     WHERE t.date_key = d.date_key
       AND t.payment_method_key = d.payment_method_key
       AND t.categories = d.categories
+      AND t.state = d.state
+      AND t.customer_segment = d.customer_segment
+    RETURNING t.*
+),
+removed_nulls AS (
+    DELETE FROM warehouse.agg_order_category_sets t
+    USING _agg_set_delta d
+    WHERE (d.state IS NULL OR d.customer_segment IS NULL)
+      AND t.date_key = d.date_key
+      AND t.payment_method_key = d.payment_method_key
+      AND t.categories = d.categories
       AND t.state IS NOT DISTINCT FROM d.state
       AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
     RETURNING t.*
+),
+removed AS (
+    SELECT * FROM removed_keys
+    UNION ALL
+    SELECT * FROM removed_nulls
 )
 SELECT date_key, categories, state, customer_segment, payment_method_key,
        sum(orders)::integer AS orders
