@@ -210,6 +210,26 @@ def analyze_stale(
     return stale
 
 
+def flush_table_statistics(conn: psycopg2.extensions.connection) -> None:
+    """End the current transaction so that this session's table counters (rows inserted,
+    updated, deleted) reach the server's statistics: at once on PostgreSQL 15+ (forced for when
+    the session is idle, right after this commit), within half a second before."""
+    with conn.cursor() as cur:
+        if conn.server_version >= 150000:
+            cur.execute("SELECT pg_stat_force_next_flush()")
+    conn.commit()
+
+
+def analyze(conn: psycopg2.extensions.connection, tables: Sequence[str]) -> None:
+    """ANALYZE `tables` after the committed work of this session is counted in their
+    statistics, so that ANALYZE resets their count of rows changed since the last one."""
+    flush_table_statistics(conn)
+    with conn.cursor() as cur:
+        names = (sql.Identifier(*name.split(".")) for name in tables)
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(names)))
+    conn.commit()
+
+
 def vacuum(conn: psycopg2.extensions.connection, tables: Sequence[str]) -> None:
     """VACUUM `tables` (committed work only: VACUUM cannot run inside a transaction, so the
     connection is switched to autocommit for it). After a bulk load it sets the visibility map,

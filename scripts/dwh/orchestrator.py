@@ -103,10 +103,7 @@ def layer_row_counts(
 ) -> tuple[dict[str, dict[str, int]], list[str]]:
     """Rows per table of each layer that exists (for the summary and the report), and the tables
     whose figure is the server's live-row counter rather than a count."""
-    with conn.cursor() as cur:
-        if conn.server_version >= 150000:  # else the counters arrive within half a second
-            cur.execute("SELECT pg_stat_force_next_flush()")
-    conn.commit()  # this session's counters are flushed once it is idle, after this commit
+    db.flush_table_statistics(conn)
     with conn.cursor() as cur:
         cur.execute(_LAYER_ROWS_SQL)
         counts: dict[str, dict[str, int]] = {}
@@ -544,6 +541,12 @@ def _run_stage(
             db.vacuum(work, result.vacuum)
         except psycopg2.Error as exc:  # the stage's work is committed: a warning, not a failure
             stage_log.warning("VACUUM after the stage failed: %s", str(exc).strip())
+    if failure is None and result.analyze:
+        try:
+            db.analyze(work, result.analyze)
+        except psycopg2.Error as exc:  # likewise
+            work.rollback()
+            stage_log.warning("ANALYZE after the stage failed: %s", str(exc).strip())
     seconds = round(time.monotonic() - t0, 3)
     if failure is None:
         report = StageReport(

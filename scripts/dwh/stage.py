@@ -46,3 +46,7 @@ class StageResult:
     """Free-form, JSON-serialisable facts for the report (per table counts, files …)."""
     vacuum: tuple[str, ...] = ()
     """Tables to VACUUM once the stage's work is committed (VACUUM cannot run inside it)."""
+    analyze: tuple[str, ...] = ()
+    """Tables to ANALYZE again once the stage's work is committed: those the stage wrote and
+    then analyzed in its transaction. The server counts the rows written before that ANALYZE as
+    changed since it, so without a second one the next run would find them stale again."""

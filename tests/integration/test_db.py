@@ -120,12 +120,17 @@ def test_bulk_load_with_a_duplicate_key_fails_naming_it_and_keeps_the_old_rows(
 
 def _force_stats_flush(conn: psycopg2.extensions.connection) -> None:
     """Send this backend's pending table counters to the server's statistics now."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_stat_force_next_flush()")
-    conn.commit()  # counters are flushed when the backend goes idle, after this commit
+    db.flush_table_statistics(conn)
     with conn.cursor() as cur:
         cur.execute("SELECT pg_stat_clear_snapshot()")
     conn.commit()
+
+
+def _changed_since_analyze(conn: psycopg2.extensions.connection, table: str) -> int:
+    _force_stats_flush(conn)
+    return scalar(
+        conn, "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = %s", (table,)
+    )
 
 
 def test_analyze_stale_analyzes_only_tables_without_fresh_statistics(
@@ -173,6 +178,31 @@ def test_analyze_stale_analyzes_only_tables_without_fresh_statistics(
     conn.commit()
     assert db.analyze_stale(conn, ["child"], later_run) == ["child"]
     conn.commit()
+
+
+def test_analyze_after_the_commit_forgets_the_rows_written_before_an_analyze_inside(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    """A transaction that writes rows and then analyzes the table (as the warehouse stage does
+    with the dimensions it merged) leaves those rows counted as changed since that ANALYZE;
+    db.analyze right after the commit leaves none (this session's counters are sent first), so
+    the next run does not analyze the table again."""
+
+    def write_and_analyze(rows: int) -> None:
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO child (code, parent_id)"
+                " SELECT 'c' || g || '-' || %s, 'p1' FROM generate_series(1, %s) g",
+                (rows, rows),
+            )
+            cur.execute("ANALYZE child")
+        conn.commit()
+
+    write_and_analyze(99)
+    assert _changed_since_analyze(conn, "child") == 100  # with the fixture's row
+    write_and_analyze(50)
+    db.analyze(conn, ["child"])
+    assert _changed_since_analyze(conn, "child") == 0
 
 
 def test_bulk_work_mem_is_raised_for_the_transaction_only_and_never_lowered(

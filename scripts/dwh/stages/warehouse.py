@@ -121,7 +121,10 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     fact_empty = table_is_empty(conn, "warehouse.fact_sales")
     # the fact resolves every line against the dimensions: after a first load or a large merge
     # their statistics are missing or stale, and the planner would hash the lines, not them
-    analyze_stale(conn, ["warehouse.dim_customers", "warehouse.dim_products"], ctx.run_id)
+    # (analyzed again after the commit: StageResult.analyze)
+    analyzed = analyze_stale(
+        conn, ["warehouse.dim_customers", "warehouse.dim_products"], ctx.run_id
+    )
     with bulk_load(conn, "warehouse.fact_sales", fact_empty):
         facts = run_sql_file_row(
             conn, f"{SQL}/fact_sales.sql", {**scd, "full_refresh": full or fact_empty}
@@ -170,5 +173,7 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
             "fact_sales": facts,
             "bi_reader": bi_login,
             "citus": distributed,
+            "analyzed": analyzed,
         },
+        analyze=tuple(analyzed),
     )
