@@ -128,9 +128,12 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                     lines = _rows(conn, queries.LINES_REFERENCE[name], params)
                     assert slices == lines, (name, combo, start, end)
                     compared += len(lines)
-                if filters.covers_all_dates and not filters.states:  # every product, in order
-                    top = {**params, "limit": 100_000}
-                    lines = fetch(conn, queries.TOP_PRODUCTS_LINES_SQL, top)
+                # on the lines: every product in order, of which a top three is the first three
+                top = {**params, "limit": 100_000}
+                lines = fetch(conn, queries.TOP_PRODUCTS_LINES_SQL, top)
+                top_three = fetch(conn, queries.TOP_PRODUCTS_LINES_SQL, {**params, "limit": 3})
+                assert top_three == lines[:3], (combo, start, end)
+                if filters.covers_all_dates and not filters.states:  # the aggregates: the same
                     routed = queries.top_products_statement(filters)
                     for statement in {routed, queries.TOP_PRODUCTS_SLICES_SQL}:
                         assert fetch(conn, statement, top) == lines, combo
