@@ -736,6 +736,18 @@ def _load_and_run_day(conn, settings, day: dt.date, transactions, items) -> dict
     return run_stages(conn, settings)
 
 
+def _one_order_on_day(conn, settings, customer_id: str, item: Item) -> None:
+    """Load and run one order of `customer_id` with this line, on 2024-03-12."""
+    day = dt.date(2024, 3, 12)
+    _load_and_run_day(
+        conn,
+        settings,
+        day,
+        transactions=[Transaction(item.transaction_id, customer_id, day, "UPI")],
+        items=[item],
+    )
+
+
 def test_a_customer_changing_segment_moves_its_product_sales_once(wh):
     """C4 (one order: P3 and P2, segment New) orders again and becomes Regular, while a changed
     line of another customer's order makes P3 a product to recompute. agg_product_slices moves
@@ -768,14 +780,7 @@ def test_a_customer_turning_vip_in_a_new_state_moves_its_rows_of_the_old_state(w
     conn, settings = wh
     _load_both(conn, settings)
     assert _segment_of(conn, "C1") == "Regular"
-    day = dt.date(2024, 3, 12)
-    _load_and_run_day(
-        conn,
-        settings,
-        day,
-        transactions=[Transaction("T31", "C1", day, "UPI")],
-        items=[Item("I31", "T31", "P1", 10, D("500.00"), D("0"))],
-    )
+    _one_order_on_day(conn, settings, "C1", Item("I31", "T31", "P1", 10, D("500.00"), D("0")))
     assert _segment_of(conn, "C1") == "VIP"
     assert fetch(
         conn,
@@ -798,14 +803,7 @@ def test_a_customer_without_a_state_changing_segment_moves_its_category_set_row(
     load_batch(conn, BATCH_2)
     run_stages(conn, settings)
     assert _segment_of(conn, "C4") == "New"
-    day = dt.date(2024, 3, 12)
-    _load_and_run_day(
-        conn,
-        settings,
-        day,
-        transactions=[Transaction("T30", "C4", day, "UPI")],
-        items=[Item("I30", "T30", "P4", 1, D("20.00"), D("0"))],
-    )
+    _one_order_on_day(conn, settings, "C4", Item("I30", "T30", "P4", 1, D("20.00"), D("0")))
     assert _segment_of(conn, "C4") == "Regular"
     assert fetch(
         conn,
