@@ -545,7 +545,8 @@ def _run_stage(
         try:
             db.analyze(work, result.analyze)
         except psycopg2.Error as exc:  # likewise
-            work.rollback()
+            with suppress(psycopg2.Error):
+                work.rollback()
             stage_log.warning("ANALYZE after the stage failed: %s", str(exc).strip())
     seconds = round(time.monotonic() - t0, 3)
     if failure is None:
