@@ -398,6 +398,7 @@ ORDER BY a.revenue DESC, a.product_id
 LIMIT %(limit)s
 """
 
+
 def _top_products(ranked: str) -> str:
     """The top products' columns around `ranked` (product_id, revenue, profit, units of the top
     rows, already picked), so only those rows look up their current product row (through
