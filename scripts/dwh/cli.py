@@ -27,7 +27,8 @@ log = logging.getLogger("dwh")
 
 EPILOG = """exit codes:
   0    success
-  1    internal error (a bug: see the log for the traceback)
+  1    internal error (a bug, or a statement the database refused: see the log for the
+       traceback)
   2    configuration or usage error
   3    database unavailable (cannot connect, the embedded server cannot start, or the
        database failed the run after the retries: lost connection, statement timeout)
@@ -438,6 +439,19 @@ def run_guarded(command: Callable[[], int]) -> int:
             file=sys.stderr,
         )
         return ExitCode.DATABASE_UNAVAILABLE
+    except psycopg2.Error as exc:
+        # Refused rather than lost (a table or column of the pipeline's schemas changed by hand,
+        # or a bug): one line on the console, the traceback in the log file (and with -v).
+        log.debug("the database refused a statement", exc_info=True)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"error: the database refused a statement: {reason}. What was committed stays. If "
+            "a table or column of the pipeline's schemas was changed by hand, restore it; "
+            "otherwise this is a bug: the traceback is in the log file (log_dir, default "
+            "./logs/pipeline.log)",
+            file=sys.stderr,
+        )
+        return ExitCode.INTERNAL_ERROR
     except Exception:
         log.exception("internal error")
         return ExitCode.INTERNAL_ERROR

@@ -119,6 +119,31 @@ def test_bad_input_exits_4_with_one_line_and_no_traceback(db_url: str, tmp_path:
     assert "Traceback" not in result.stderr
 
 
+def test_a_statement_the_database_refuses_exits_1_with_one_line_and_the_traceback_logged(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A column of the warehouse dropped by hand: the next run's DDL refers to it and the database
+    refuses. Exit 1 (not a lost connection, not bad input) with one `error:` line quoting the
+    database's message, no traceback on the console, the traceback in the log file."""
+    data = tmp_path / "data"
+    first = _cli("run", "--database-url", db_url, "--data-dir", str(data))
+    assert first.returncode == 0, first.stderr[-3000:]
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("ALTER TABLE warehouse.agg_daily_sales DROP COLUMN profit CASCADE")
+        conn.commit()
+    finally:
+        conn.close()
+    result = _cli("run", "--next-batch", "--database-url", db_url, "--data-dir", str(data))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert 'column "profit" of relation "warehouse.agg_daily_sales" does not exist' in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "Traceback" in (tmp_path / "logs" / "pipeline.log").read_text(encoding="utf-8")
+
+
 def test_usage_and_connection_errors_have_their_exit_codes(tmp_path: Path) -> None:
     bad_flag = _cli("run", "--stages", "nope", "--data-dir", str(tmp_path))
     assert bad_flag.returncode == 2 and "unknown stage 'nope'" in bad_flag.stderr
