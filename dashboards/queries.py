@@ -415,21 +415,27 @@ ORDER BY x.revenue DESC, x.product_id
 """
 
 
-# The top products on the order lines (a state, or a part of the range): summed per product in
-# product order (as below, cheaper than hashing a hundred thousand products' numeric sums), the
-# top rows picked before they look up their names.
-TOP_PRODUCTS_LINES_SQL = (
-    "WITH"
-    + _LINES
-    + _top_products(
-        """
-    SELECT product_id, sum(line_total) AS revenue, sum(profit) AS profit,
-           sum(quantity) AS units
-    FROM (SELECT product_id, line_total, profit, quantity FROM lines ORDER BY product_id) AS l
+def _summed_per_product(rows: str) -> str:
+    """The top products of `rows` (product_id, revenue, profit, quantity) summed per product: in
+    product order, sorted then summed product by product (hashing a hundred thousand products'
+    three numeric sums took half again as long at 10M lines), ranked before `_top_products`
+    looks up their names."""
+    return f"""
+    SELECT product_id, sum(revenue) AS revenue, sum(profit) AS profit, sum(quantity) AS units
+    FROM ({rows}
+          ORDER BY product_id) AS r
     GROUP BY product_id
     ORDER BY revenue DESC, product_id
     LIMIT %(limit)s
 """
+
+
+# The top products on the order lines (a state, or a part of the range).
+TOP_PRODUCTS_LINES_SQL = (
+    "WITH"
+    + _LINES
+    + _top_products(
+        _summed_per_product("SELECT product_id, line_total AS revenue, profit, quantity FROM lines")
     )
 )
 
@@ -446,36 +452,23 @@ TOP_PRODUCTS_SLICER_SQL = _top_products(
     LIMIT %(limit)s
 """
 )
-# Several categories, or several segments: their rows summed per product, product by product
-# in sorted order (hashing 88k products' three numeric sums at 10M took half again as long).
+# Several categories, or several segments: their rows summed per product.
 TOP_PRODUCTS_SLICERS_SQL = _top_products(
-    f"""
-    SELECT product_id, sum(revenue) AS revenue, sum(profit) AS profit, sum(quantity) AS units
-    FROM (SELECT product_id, revenue, profit, quantity
+    _summed_per_product(
+        f"""SELECT product_id, revenue, profit, quantity
           FROM warehouse.agg_product_slicer_totals
-          WHERE {_SLICER} AND slicer_value = ANY ({_SLICER_VALUES})
-          ORDER BY product_id) AS t
-    GROUP BY product_id
-    ORDER BY revenue DESC, product_id
-    LIMIT %(limit)s
-"""
+          WHERE {_SLICER} AND slicer_value = ANY ({_SLICER_VALUES})"""
+    )
 )
-# Categories and segments: agg_product_slices (product x category x segment) summed per product,
-# in sorted order as above.
+# Categories and segments: agg_product_slices (product x category x segment) summed per product.
 TOP_PRODUCTS_SLICES_SQL = _top_products(
-    """
-    SELECT s.product_id, sum(s.revenue) AS revenue, sum(s.profit) AS profit,
-           sum(s.quantity) AS units
-    FROM (SELECT s.product_id, s.revenue, s.profit, s.quantity
+    _summed_per_product(
+        """SELECT s.product_id, s.revenue, s.profit, s.quantity
           FROM warehouse.agg_product_slices AS s
           WHERE (%(categories)s::text[] IS NULL OR s.category = ANY (%(categories)s::text[]))
             AND (%(segments)s::text[] IS NULL
-                 OR s.customer_segment = ANY (%(segments)s::text[]))
-          ORDER BY s.product_id) AS s
-    GROUP BY s.product_id
-    ORDER BY revenue DESC, s.product_id
-    LIMIT %(limit)s
-"""
+                 OR s.customer_segment = ANY (%(segments)s::text[]))"""
+    )
 )
 
 CATEGORIES_AGG_SQL = """

@@ -205,9 +205,14 @@ def analyze_stale(
         )
         stale = [row[0] for row in cur.fetchall()]
         if stale:
-            names = (sql.Identifier(*name.split(".")) for name in stale)
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(names)))
+            cur.execute(_on_tables("ANALYZE", stale))
     return stale
+
+
+def _on_tables(command: str, tables: Sequence[str]) -> sql.Composed:
+    """`command` (ANALYZE, VACUUM) on "schema.table" names, quoted."""
+    names = (sql.Identifier(*name.split(".")) for name in tables)
+    return sql.SQL(command + " {}").format(sql.SQL(", ").join(names))
 
 
 def flush_table_statistics(conn: psycopg2.extensions.connection) -> None:
@@ -225,8 +230,7 @@ def analyze(conn: psycopg2.extensions.connection, tables: Sequence[str]) -> None
     statistics, so that ANALYZE resets their count of rows changed since the last one."""
     flush_table_statistics(conn)
     with conn.cursor() as cur:
-        names = (sql.Identifier(*name.split(".")) for name in tables)
-        cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(names)))
+        cur.execute(_on_tables("ANALYZE", tables))
     conn.commit()
 
 
@@ -238,8 +242,7 @@ def vacuum(conn: psycopg2.extensions.connection, tables: Sequence[str]) -> None:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            names = (sql.Identifier(*name.split(".")) for name in tables)
-            cur.execute(sql.SQL("VACUUM {}").format(sql.SQL(", ").join(names)))
+            cur.execute(_on_tables("VACUUM", tables))
     finally:
         conn.autocommit = autocommit
 

@@ -536,18 +536,18 @@ def _run_stage(
                 work = db.connect(url)
             except DatabaseUnavailable as reconnect_error:
                 failure = reconnect_error
-    if failure is None and result.vacuum:
+    for command, maintain, tables in (
+        ("VACUUM", db.vacuum, result.vacuum),
+        ("ANALYZE", db.analyze, result.analyze),
+    ):
+        if failure is not None or not tables:
+            continue
         try:
-            db.vacuum(work, result.vacuum)
+            maintain(work, tables)
         except psycopg2.Error as exc:  # the stage's work is committed: a warning, not a failure
-            stage_log.warning("VACUUM after the stage failed: %s", str(exc).strip())
-    if failure is None and result.analyze:
-        try:
-            db.analyze(work, result.analyze)
-        except psycopg2.Error as exc:  # likewise
             with suppress(psycopg2.Error):
                 work.rollback()
-            stage_log.warning("ANALYZE after the stage failed: %s", str(exc).strip())
+            stage_log.warning("%s after the stage failed: %s", command, str(exc).strip())
     seconds = round(time.monotonic() - t0, 3)
     if failure is None:
         report = StageReport(
