@@ -205,14 +205,14 @@ def analyze_stale(
         )
         stale = [row[0] for row in cur.fetchall()]
         if stale:
-            cur.execute(_on_tables("ANALYZE", stale))
+            cur.execute(_on_tables(sql.SQL("ANALYZE"), stale))
     return stale
 
 
-def _on_tables(command: str, tables: Sequence[str]) -> sql.Composed:
+def _on_tables(command: sql.SQL, tables: Sequence[str]) -> sql.Composed:
     """`command` (ANALYZE, VACUUM) on "schema.table" names, quoted."""
     names = (sql.Identifier(*name.split(".")) for name in tables)
-    return sql.SQL(command + " {}").format(sql.SQL(", ").join(names))
+    return sql.SQL("{} {}").format(command, sql.SQL(", ").join(names))
 
 
 def flush_table_statistics(conn: psycopg2.extensions.connection) -> None:
@@ -230,7 +230,7 @@ def analyze(conn: psycopg2.extensions.connection, tables: Sequence[str]) -> None
     statistics, so that ANALYZE resets their count of rows changed since the last one."""
     flush_table_statistics(conn)
     with conn.cursor() as cur:
-        cur.execute(_on_tables("ANALYZE", tables))
+        cur.execute(_on_tables(sql.SQL("ANALYZE"), tables))
     conn.commit()
 
 
@@ -242,7 +242,7 @@ def vacuum(conn: psycopg2.extensions.connection, tables: Sequence[str]) -> None:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(_on_tables("VACUUM", tables))
+            cur.execute(_on_tables(sql.SQL("VACUUM"), tables))
     finally:
         conn.autocommit = autocommit
 
