@@ -459,7 +459,8 @@ def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
     KPIS_SLICES_SQL there without a filter too); the top products over all dates from
     agg_product_slicer_totals with a category or a segment (one value) or two categories, from
     agg_product_slices with a category and a segment, by order lines with a state over all dates
-    and with each filter or none over the last 30 days; the rest with no filter."""
+    and with each filter over the last 30 days, and with none over the last 30 days; the rest with
+    no filter."""
     windows = ("all", "last_30_days")
     slicers = ("category", "state", "segment", "2_categories")
     if name in ("KPIS_SLICES_SQL", "STATES_SLICES_SQL"):
@@ -474,9 +475,9 @@ def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
         unfiltered = [("previous_30_days", None)] if name == "KPIS_SLICES_SQL" else []
         return unfiltered + [(w, s) for s in slicers for w in windows]
     if name == "TOP_PRODUCTS_LINES_SQL":
-        return [("last_30_days", None), ("all", "state")] + [
-            ("last_30_days", s) for s in slicers[:3]
-        ]
+        return [("all", "state")] + [("last_30_days", s) for s in slicers[:3]]
+    if name == "TOP_PRODUCTS_RANGE_SQL":
+        return [("last_30_days", None)]
     return [(w, None) for w in windows]
 
 

@@ -430,12 +430,30 @@ def _summed_per_product(rows: str) -> str:
 """
 
 
-# The top products on the order lines (a state, or a part of the range).
+# The top products on the order lines (a state, or a filter over a part of the range).
 TOP_PRODUCTS_LINES_SQL = (
     "WITH"
     + _LINES
     + _top_products(
         _summed_per_product("SELECT product_id, line_total AS revenue, profit, quantity FROM lines")
+    )
+)
+
+# The top products over a part of the range with no filter: the same rows as on the lines, summed
+# per product version first, sorted on its bigint key, without reading the customers (the last
+# 30 days at 10M: 760k lines, 150k product versions; sorting the lines on product_id after both
+# joins took twice as long).
+TOP_PRODUCTS_RANGE_SQL = _top_products(
+    _summed_per_product(
+        """SELECT p.product_id, k.revenue, k.profit, k.quantity
+          FROM (SELECT f.product_key, sum(f.line_total) AS revenue, sum(f.profit) AS profit,
+                       sum(f.quantity) AS quantity
+                FROM (SELECT product_key, line_total, profit, quantity
+                      FROM warehouse.fact_sales
+                      WHERE date_key BETWEEN %(start_key)s AND %(end_key)s
+                      ORDER BY product_key) AS f
+                GROUP BY f.product_key) AS k
+          JOIN warehouse.dim_products AS p ON p.product_key = k.product_key"""
     )
 )
 
@@ -865,6 +883,8 @@ def top_products_statement(filters: Filters) -> str:
     """The statement top_products issues for these filters."""
     if _product_aggs_apply(filters):
         return TOP_PRODUCTS_AGG_SQL
+    if not filters.has_slices:
+        return TOP_PRODUCTS_RANGE_SQL
     if not filters.covers_all_dates or filters.states:
         return TOP_PRODUCTS_LINES_SQL
     if filters.categories and filters.segments:

@@ -133,6 +133,10 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                 lines = fetch(conn, queries.TOP_PRODUCTS_LINES_SQL, top)
                 top_three = fetch(conn, queries.TOP_PRODUCTS_LINES_SQL, {**params, "limit": 3})
                 assert top_three == lines[:3], (combo, start, end)
+                if not combo:  # no filter: the same rows without reading the customers
+                    assert fetch(conn, queries.TOP_PRODUCTS_RANGE_SQL, top) == lines, (start, end)
+                    top_three = fetch(conn, queries.TOP_PRODUCTS_RANGE_SQL, {**params, "limit": 3})
+                    assert top_three == lines[:3], (start, end)
                 if filters.covers_all_dates and not filters.states:  # the aggregates: the same
                     routed = queries.top_products_statement(filters)
                     for statement in {routed, queries.TOP_PRODUCTS_SLICES_SQL}:
@@ -254,7 +258,7 @@ def test_routing_reads_the_slices_for_every_filter_and_range(monkeypatch):
         assert issued[-1] is queries.STATES_SLICES_SQL
     assert [f.params()["inner_range"] for f in (one, two, inside)] == [False, False, True]
     # top products over all dates without a state: agg_product_slicer_totals for one slicer,
-    # agg_product_slices for both; else the order lines
+    # agg_product_slices for both; else the order lines (without the customers when no filter)
     everything = replace(one, start=edge["data_start"], end=edge["data_end"])
     for filters, statement in (
         (replace(everything, categories=()), queries.TOP_PRODUCTS_AGG_SQL),
@@ -264,6 +268,7 @@ def test_routing_reads_the_slices_for_every_filter_and_range(monkeypatch):
         (replace(everything, segments=("VIP",)), queries.TOP_PRODUCTS_SLICES_SQL),
         (replace(everything, states=("X",)), queries.TOP_PRODUCTS_LINES_SQL),
         (one, queries.TOP_PRODUCTS_LINES_SQL),
+        (replace(one, categories=()), queries.TOP_PRODUCTS_RANGE_SQL),
     ):
         queries.top_products(None, filters)
         assert issued[-1] is statement, filters
