@@ -11,10 +11,14 @@
 -- spaces around) checks the notation of a text made of digits, signs and points between spaces;
 -- that leaves the digit count: a text of at most 10 characters cannot break it, a longer one (rare
 -- for money) goes through the pattern too. At 1M order lines the pattern took 0.65 s of CPU per
--- numeric column, this 0.36 s. Same answers on 15 and 18 (the cases in
--- tests/integration/test_production.py); STABLE, as try_date below, for the same reason. The
--- cast goes through concat (STABLE, the text unchanged): the planner folds an IMMUTABLE cast of a
--- literal argument at plan time, whatever the CASE says, and try_numeric('1-2') would raise.
+-- numeric column, this 0.36 s. The cast goes through concat (STABLE, the text unchanged): the
+-- planner folds an IMMUTABLE cast of a literal argument at plan time, whatever the CASE says,
+-- and try_numeric('1-2') would raise.
+-- try_date: on PostgreSQL 16 and later the date type's own input function checks the calendar
+-- after the pattern; before 16 arithmetic on the parts does.
+-- Both: same answers on 15 and 18 (tests/integration/test_production.py runs the cases on
+-- both). pg_input_is_valid (no error, no subtransaction) is STABLE, so the 16+ variants are too:
+-- an IMMUTABLE SQL function with a STABLE body would not be inlined.
 DO $do$
 BEGIN
     IF current_setting('server_version_num')::int >= 160000 THEN
@@ -28,28 +32,6 @@ BEGIN
                 THEN concat(value)::numeric
             END
         $$ $f$;
-    ELSE
-        EXECUTE $f$
-        CREATE OR REPLACE FUNCTION production.try_numeric(value text) RETURNS numeric
-        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-            SELECT CASE
-                WHEN btrim(value) ~ '^[+-]?([0-9]{1,10}([.][0-9]*)?|[.][0-9]+)$'
-                THEN btrim(value)::numeric
-            END
-        $$ $f$;
-    END IF;
-END
-$do$;
-COMMENT ON FUNCTION production.try_numeric(text) IS 'The text as numeric (plain decimal notation, up to 10 integer digits, the range of numeric(12,2)), else NULL.';
-
--- try_date: on PostgreSQL 16 and later the date type's own input function checks the calendar
--- (pg_input_is_valid: no error, no subtransaction) after the pattern; before 16 arithmetic on
--- the parts does. Same answers (tests/integration/test_production.py runs the cases on 15 and
--- 18). pg_input_is_valid is STABLE, so that variant is too: an IMMUTABLE SQL function with a
--- STABLE body would not be inlined.
-DO $do$
-BEGIN
-    IF current_setting('server_version_num')::int >= 160000 THEN
         EXECUTE $f$
         CREATE OR REPLACE FUNCTION production.try_date(value text) RETURNS date
         LANGUAGE sql STABLE PARALLEL SAFE AS $$
@@ -59,6 +41,14 @@ BEGIN
             END
         $$ $f$;
     ELSE
+        EXECUTE $f$
+        CREATE OR REPLACE FUNCTION production.try_numeric(value text) RETURNS numeric
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT CASE
+                WHEN btrim(value) ~ '^[+-]?([0-9]{1,10}([.][0-9]*)?|[.][0-9]+)$'
+                THEN btrim(value)::numeric
+            END
+        $$ $f$;
         EXECUTE $f$
         CREATE OR REPLACE FUNCTION production.try_date(value text) RETURNS date
         LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -77,6 +67,7 @@ BEGIN
     END IF;
 END
 $do$;
+COMMENT ON FUNCTION production.try_numeric(text) IS 'The text as numeric (plain decimal notation, up to 10 integer digits, the range of numeric(12,2)), else NULL.';
 COMMENT ON FUNCTION production.try_date(text) IS 'An ISO date (YYYY-MM-DD) that exists in the calendar, else NULL. One expression, so the planner inlines it.';
 
 -- The pattern alone validates: hours 0-23, minutes and seconds 0-59. STABLE, as the time type's
