@@ -459,8 +459,8 @@ def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
     KPIS_SLICES_SQL there without a filter too); the top products over all dates from
     agg_product_slicer_totals with a category or a segment (one value) or two categories, from
     agg_product_slices with a category and a segment, by order lines with a state over all dates
-    and with each filter over the last 30 days, and with none over the last 30 days; the rest with
-    no filter."""
+    and with each filter or none (TOP_PRODUCTS_RANGE_SQL) over the last 30 days; the rest with no
+    filter."""
     windows = ("all", "last_30_days")
     slicers = ("category", "state", "segment", "2_categories")
     if name in ("KPIS_SLICES_SQL", "STATES_SLICES_SQL"):
