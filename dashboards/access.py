@@ -31,6 +31,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
+from dwh.exceptions import first_line
 from dwh.settings import Settings, mask_url
 
 BI_ROLE = "bi_reader"
@@ -137,11 +138,6 @@ def _decimal_to_float(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def resolve_access(
     settings: Settings, base_url: str, environ: Mapping[str, str] | None = None
 ) -> Access:
@@ -157,7 +153,7 @@ def resolve_access(
         open_session(direct).close()
         return Access(warehouse=direct)
     except psycopg2.OperationalError as exc:
-        login_error = _first_line(exc)
+        login_error = first_line(exc)
 
     # bi_reader cannot log in: decided from the pipeline user's point of view.
     with session(pipeline) as conn, conn.cursor() as cur:

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from dashboards import queries
-from dashboards.access import Access, Endpoint, resolve_access
+from dashboards.access import Access, Endpoint, first_line, resolve_access
 from dashboards.queries import Filters
 
 CACHE_TTL_S = 60
@@ -88,7 +88,7 @@ def cached(name: str, endpoint: Endpoint, *args: Any) -> Any:
 
 
 def _connection_failed(exc: Exception) -> None:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = first_line(exc)
     st.error(
         f"Cannot reach the database: {reason}\n\n"
         "Start the embedded server with `make db-start` (or `make run` to load data), or set "

@@ -18,6 +18,7 @@ from dwh.exceptions import (
     DatabaseUnavailable,
     ExitCode,
     PipelineError,
+    first_line,
 )
 from dwh.logs import setup_logging
 from dwh.settings import Settings, load_settings, mask_url
@@ -431,7 +432,7 @@ def run_guarded(command: Callable[[], int]) -> int:
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
         # Still failing after the stage's retries (server gone, statement timeout, connection
         # killed): the database failed the run. Committed work stays; run again (or --resume).
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         print(
             f"error: the database failed the run: {reason}. What was committed stays; check "
             "the server (and statement_timeout of the pipeline's role), then run again "
@@ -443,7 +444,7 @@ def run_guarded(command: Callable[[], int]) -> int:
         # Refused rather than lost (a table or column of the pipeline's schemas changed by hand,
         # or a bug): one line on the console, the traceback in the log file (and with -v).
         log.debug("the database refused a statement", exc_info=True)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         print(
             f"error: the database refused a statement: {reason}. What was committed stays. If "
             "a table or column of the pipeline's schemas was changed by hand, restore it; "

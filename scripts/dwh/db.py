@@ -19,7 +19,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from dwh.exceptions import DatabaseUnavailable
+from dwh.exceptions import DatabaseUnavailable, first_line
 from dwh.settings import PROJECT_ROOT, Settings, mask_url
 
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -58,7 +58,7 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg2.extensions.connec
     try:
         conn = psycopg2.connect(url, application_name=APPLICATION_NAME, connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+        reason = first_line(exc, "no answer")
         raise DatabaseUnavailable(
             f"cannot connect to {mask_url(url) if url != 'postgresql://' else 'the PG* server'}: "
             f"{reason}. Check that the server runs and the URL (--database-url / DATABASE_URL) "

@@ -7,6 +7,13 @@ exits with INTERNAL_ERROR and a traceback in the log.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """The first line of an exception's message (psycopg2 adds lines of context and hints), else
+    `default`, else the exception's type name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else (default or type(exc).__name__)
+
+
 class ExitCode:
     OK = 0
     INTERNAL_ERROR = 1

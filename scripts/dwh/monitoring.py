@@ -29,6 +29,7 @@ import psycopg2
 import psycopg2.extensions
 
 from dwh import alerts, db
+from dwh.exceptions import first_line
 from dwh.settings import Settings, mask_url
 
 log = logging.getLogger("dwh.monitoring")
@@ -551,7 +552,7 @@ def run_checks(
             )
         )
     except psycopg2.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         checks.append(
             CheckResult("database", "critical", f"cannot connect to {mask_url(url)}: {reason}")
         )

@@ -27,7 +27,13 @@ from psycopg2 import sql
 from psycopg2.extras import Json
 
 from dwh import db
-from dwh.exceptions import AlreadyRunning, ConfigError, DatabaseUnavailable, PipelineError
+from dwh.exceptions import (
+    AlreadyRunning,
+    ConfigError,
+    DatabaseUnavailable,
+    PipelineError,
+    first_line,
+)
 from dwh.progress import Progress
 from dwh.settings import Settings, mask_url
 from dwh.stage import RunContext, RunOptions, StageResult
@@ -150,7 +156,7 @@ class _Ledger:
                     raise
                 log.warning(
                     "run ledger connection lost (%s): reconnecting",
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    first_line(exc),
                 )
                 self._reconnect()
         return None
@@ -527,7 +533,7 @@ def _run_stage(
                 attempt,
                 retry.attempts,
                 delay,
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                first_line(exc),
             )
             time.sleep(delay)
             with suppress(psycopg2.Error):
