@@ -272,6 +272,21 @@ def test_second_batch_updates_changed_rows_only(dirty: dict) -> None:
     assert by_table["transactions"][1] == 0
 
 
+def test_lookups_are_analyzed_after_each_reload(dirty: dict) -> None:
+    # the promotions join production.lookup_values right after it is rewritten: planned on its
+    # statistics of before (or none), a batch's orders ran lookup_key once per pair of rows
+    counted, estimated, per_lookup = _query(
+        dirty["url"],
+        "SELECT (SELECT count(*) FROM production.lookup_values), c.reltuples,"
+        " (SELECT count(*) FROM pg_stats WHERE schemaname = 'production'"
+        "  AND tablename = 'lookup_values' AND attname = 'lookup')"
+        " FROM pg_class AS c WHERE c.oid = 'production.lookup_values'::regclass",
+    )[0]
+    assert counted > 0
+    assert estimated == counted
+    assert per_lookup == 1
+
+
 def test_rerun_changes_nothing(dirty: dict) -> None:
     url = dirty["url"]
     snapshot_sql = (

@@ -148,6 +148,9 @@ def load_lookups(conn: psycopg2.extensions.connection, settings: Settings) -> di
                 (name, list(mapping), list(mapping.values())),
             )
             sizes[name] = len(mapping)
+        # statistics of what was just written: planned on stale ones (a few rows per lookup), a
+        # batch's promotion joins it in a nested loop that runs lookup_key once per pair of rows
+        cur.execute("ANALYZE production.lookup_values")
     return sizes
 
 
