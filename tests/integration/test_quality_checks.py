@@ -107,6 +107,33 @@ def test_each_check_type_counts_failing_rows(qc_conn, spec, failing, total, samp
         assert cur.fetchall() == [(checks[0].name, failing)]
 
 
+def test_unique_on_a_column_with_a_unique_index_is_counted_in_the_table_pass(
+    qc_conn, monkeypatch
+) -> None:
+    # qc.parent.id is its primary key: a GROUP BY of it cannot find a duplicate, so the table's
+    # one query counts its rows (no second query); qc.t.id has no index and is grouped (CASES)
+    with qc_conn.cursor() as cur:
+        cur.execute("INSERT INTO qc.parent VALUES ('c')")
+    checks = _checks({"qc.parent": {"key": ["id"], "columns": {"id": ["not_null", "unique"]}}})
+    sent: list[str] = []
+    fetch = quality._fetch
+
+    def recorded(conn, text, *, many=False):
+        sent.append(text)
+        return fetch(conn, text, many=many)
+
+    monkeypatch.setattr(quality, "_fetch", recorded)
+    by_type = {r.type: r for r in quality.run_checks(qc_conn, checks, run_id=None)}
+    unique = by_type["unique"]
+    assert (unique.total_rows, unique.failing_rows, unique.passed) == (3, 0, True)
+    assert len(sent) == 1 and "GROUP BY" not in sent[0]
+    # the stored query is the GROUP BY, and it reproduces the counts
+    assert "GROUP BY" in unique.query
+    with qc_conn.cursor() as cur:
+        cur.execute(unique.query)
+        assert cur.fetchone()[:2] == (3, 0)
+
+
 def test_mostly_tolerates_a_failing_share(qc_conn) -> None:
     checks = _checks(
         {
