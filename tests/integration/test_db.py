@@ -251,6 +251,15 @@ def test_apply_ddl_skips_unchanged_ddl_without_waiting_for_a_vacuum(
     assert scalar(ddl, "SELECT to_regclass('warehouse.agg_product_slices_key_idx') IS NOT NULL")
     assert db.apply_ddl(ddl) == []
 
+    # an index of an older warehouse that the DDL no longer builds: dropped
+    with ddl.cursor() as cur:
+        cur.execute(
+            "CREATE INDEX fact_sales_payment_idx ON warehouse.fact_sales (payment_method_key)"
+        )
+    ddl.commit()
+    assert "50_warehouse.sql" in db.apply_ddl(ddl)
+    assert scalar(ddl, "SELECT to_regclass('warehouse.fact_sales_payment_idx') IS NULL")
+
     # changed DDL files: applied again
     monkeypatch.setattr(db, "ddl_checksum", lambda: "another version of sql/ddl")
     assert db.apply_ddl(ddl) != []
