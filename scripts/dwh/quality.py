@@ -456,13 +456,15 @@ def catalog_columns(
 
 
 def unique_columns(conn: psycopg2.extensions.connection, schema: str, table: str) -> set[str]:
-    """Columns that alone carry a unique index (a primary key, a UNIQUE constraint)."""
+    """Columns that alone carry a unique index (a primary key, a UNIQUE constraint) that is valid
+    and checked at once (not deferred): no two rows can hold the same value there."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT a.attname FROM pg_index AS i"
             " JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
             " WHERE i.indrelid = to_regclass(format('%%I.%%I', %s, %s)) AND i.indisunique"
-            " AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL",
+            " AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL"
+            " AND i.indisvalid AND i.indimmediate",
             (schema, table),
         )
         return {r[0] for r in cur.fetchall()}

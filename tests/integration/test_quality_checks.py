@@ -133,6 +133,17 @@ def test_unique_on_a_column_with_a_unique_index_is_counted_in_the_table_pass(
         cur.execute(unique.query)
         assert cur.fetchone()[:2] == (3, 0)
 
+    # a deferred unique constraint holds duplicates until the commit: grouped as any column
+    with qc_conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE qc.d (id text UNIQUE DEFERRABLE INITIALLY DEFERRED);"
+            " INSERT INTO qc.d VALUES ('x'), ('x'), ('y')"
+        )
+    deferred = _checks({"qc.d": {"key": ["id"], "columns": {"id": ["unique"]}}})
+    (result,) = quality.run_checks(qc_conn, deferred, run_id=None)
+    assert (result.total_rows, result.failing_rows, result.sample) == (3, 2, ["x"])
+    qc_conn.rollback()
+
 
 def test_mostly_tolerates_a_failing_share(qc_conn) -> None:
     checks = _checks(
