@@ -12,8 +12,9 @@ from typing import Any
 import streamlit as st
 
 from dashboards import queries
-from dashboards.access import Access, Endpoint, first_line, resolve_access
+from dashboards.access import Access, Endpoint, resolve_access
 from dashboards.queries import Filters
+from dwh.exceptions import first_line
 
 CACHE_TTL_S = 60
 """Seconds a query result is reused (the pipeline loads at most every few minutes)."""
