@@ -61,7 +61,7 @@ LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = a.customer_id
 WHERE NOT %(full)s
 GROUP BY a.customer_id, a.category, a.state, m.customer_segment;
 
-ANALYZE _agg_customer_slices_added;
+ANALYZE _agg_customer_slices_added (customer_id, category, state, customer_segment);
 
 -- the rows of those customers are read through the key index (the array: not a scan of the
 -- whole table); category and state, which may be NULL, are compared after the id

@@ -32,7 +32,7 @@ SELECT customer_id, state, customer_segment, min(first_purchase_date) AS first_p
 FROM _agg_customer_slices_added
 GROUP BY customer_id, state, customer_segment;
 
-ANALYZE _agg_any_category_added;
+ANALYZE _agg_any_category_added (customer_id, state, customer_segment);
 
 UPDATE warehouse.agg_customer_slices_any_category s
 SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),

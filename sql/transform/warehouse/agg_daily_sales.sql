@@ -30,7 +30,8 @@ FROM (
     WHERE %(full)s OR f.date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates))
     GROUP BY 1, 2, 3, 4, 5, 6
 ) x;
-ANALYZE _agg_order_cat;
+ANALYZE _agg_order_cat (date_key, transaction_id, customer_id, state, payment_method_key,
+                        category);
 
 DELETE FROM warehouse.agg_daily_sales
 WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates));

@@ -25,7 +25,7 @@ SELECT date_key, categories, customer_segment, payment_method_key, sum(orders) A
 FROM _agg_set_delta
 GROUP BY date_key, categories, customer_segment, payment_method_key;
 
-ANALYZE _agg_any_state_set_delta;
+ANALYZE _agg_any_state_set_delta (date_key, categories, customer_segment, payment_method_key);
 
 CREATE TEMP TABLE _agg_any_state_set_merged ON COMMIT DROP AS
 WITH removed AS (

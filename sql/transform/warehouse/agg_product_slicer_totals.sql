@@ -32,7 +32,7 @@ GROUP BY GROUPING SETS ((product_id, category), (product_id, customer_segment))
 -- a line moved between segments leaves its category's row as it was
 HAVING sum(lines) <> 0 OR sum(quantity) <> 0 OR sum(revenue) <> 0 OR sum(profit) <> 0;
 
-ANALYZE _agg_slicer_delta;
+ANALYZE _agg_slicer_delta (slicer, slicer_value, product_id);
 
 -- added in place: the sums are not indexed, so on pages the table's fillfactor leaves room on,
 -- the new row versions stay on their page without new index entries (HOT updates)

@@ -53,7 +53,7 @@ FROM (
 ) d
 GROUP BY d.product_id, d.category, d.customer_segment;
 
-ANALYZE _agg_product_delta;
+ANALYZE _agg_product_delta (product_id, category, customer_segment);
 
 -- added in place: the sums are not indexed, so on pages the table's fillfactor leaves room on,
 -- the new row versions stay on their page without new index entries (HOT updates)

@@ -46,7 +46,8 @@ JOIN warehouse.dim_customers c ON c.customer_id = mv.customer_id
 JOIN warehouse.fact_sales f ON f.customer_key = c.customer_key
 JOIN warehouse.dim_products p ON p.product_key = f.product_key;
 
-ANALYZE _agg_moved_lines;
+ANALYZE _agg_moved_lines (item_id, date_key, transaction_id, customer_id, product_id, category,
+                          state, payment_method_key, old_segment, new_segment);
 
 CREATE TEMP TABLE _agg_slice_delta ON COMMIT DROP AS
 WITH moved_lines AS (
@@ -74,7 +75,7 @@ FROM (
 ) x
 GROUP BY date_key, category, state, segment, payment_method_key;
 
-ANALYZE _agg_slice_delta;
+ANALYZE _agg_slice_delta (date_key, category, state, customer_segment, payment_method_key);
 
 -- the stored rows of those slices are taken out and merged with the deltas: by a lookup of the
 -- whole key in the key index, and for the few keys with a NULL (an unknown category or state)

@@ -28,7 +28,7 @@ SELECT date_key, category, customer_segment, payment_method_key, sum(lines) AS l
 FROM _agg_slice_delta
 GROUP BY date_key, category, customer_segment, payment_method_key;
 
-ANALYZE _agg_any_state_delta;
+ANALYZE _agg_any_state_delta (date_key, category, customer_segment, payment_method_key);
 
 CREATE TEMP TABLE _agg_any_state_merged ON COMMIT DROP AS
 WITH removed AS (

@@ -26,6 +26,7 @@ JOIN production.transaction_items i ON i.transaction_id = t.transaction_id
 WHERE NOT %(full_refresh)s AND t.updated_at > %(transactions_after)s::timestamptz
   AND i.updated_at <= %(items_after)s::timestamptz;
 
-ANALYZE _wh_items;
+ANALYZE _wh_items (item_id, transaction_id, product_id, customer_id, transaction_date,
+                   payment_method);
 
 SELECT count(*) AS candidates FROM _wh_items;
