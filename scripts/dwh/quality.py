@@ -30,6 +30,7 @@ Callers pick a layer (the schema: staging, production, warehouse): `load_checks(
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -834,20 +835,16 @@ def run_checks(
     unique index counts its rows in the table's query). A table with nothing in scope is skipped:
     its checks return no result. Results come back in the order of `checks`."""
     checks = list(checks)
-    catalogs: dict[tuple[str, str], dict[str, str]] = {}
 
+    # the catalogue, once per table and run (a table is asked for by its own checks, and as a
+    # relationships' parent)
+    @functools.cache
     def catalog(schema: str, table: str) -> dict[str, str]:
-        if (schema, table) not in catalogs:
-            catalogs[schema, table] = catalog_columns(conn, schema, table)
-        return catalogs[schema, table]
+        return catalog_columns(conn, schema, table)
 
-    keys: dict[tuple[str, str], set[str]] = {}
-
+    @functools.cache
     def unique_keys(schema: str, table: str) -> set[str]:
-        """unique_columns, once per table (its own checks, and as a relationships' parent)."""
-        if (schema, table) not in keys:
-            keys[schema, table] = unique_columns(conn, schema, table)
-        return keys[schema, table]
+        return unique_columns(conn, schema, table)
 
     def batches_of(schema: str, table: str) -> tuple[str, ...] | None:
         if BATCH_COLUMN not in catalog(schema, table):
