@@ -114,7 +114,6 @@ CREATE TABLE IF NOT EXISTS production.customers (
     state              text,
     country            text,
     age_group          text        NOT NULL DEFAULT 'unknown',
-    _row_hash          text        NOT NULL,       -- md5 of the cleaned attributes: change detection
     _batch_id          text        NOT NULL,
     _source_line       bigint      NOT NULL,
     created_at         timestamptz NOT NULL DEFAULT now(),
@@ -135,7 +134,6 @@ CREATE TABLE IF NOT EXISTS production.products (
     price_category     text          NOT NULL CHECK (price_category IN ('Budget', 'Mid-range', 'Premium')),
     stock_quantity     integer       CHECK (stock_quantity >= 0),
     supplier_id        text,
-    _row_hash          text          NOT NULL,
     _batch_id          text          NOT NULL,
     _source_line       bigint        NOT NULL,
     created_at         timestamptz   NOT NULL DEFAULT now(),
@@ -153,7 +151,6 @@ CREATE TABLE IF NOT EXISTS production.transactions (
     payment_method     text          NOT NULL,     -- canonical name, or 'unknown'
     shipping_address   text,
     total_amount       numeric(12,2) NOT NULL CHECK (total_amount >= 0),  -- as sent by the source
-    _row_hash          text          NOT NULL,
     _batch_id          text          NOT NULL,
     _source_line       bigint        NOT NULL,
     created_at         timestamptz   NOT NULL DEFAULT now(),
@@ -173,7 +170,6 @@ CREATE TABLE IF NOT EXISTS production.transaction_items (
     unit_price          numeric(12,2) NOT NULL CHECK (unit_price >= 0),
     discount_percentage numeric(5,2)  NOT NULL CHECK (discount_percentage BETWEEN 0 AND 100),
     line_total          numeric(12,2) NOT NULL CHECK (line_total >= 0),
-    _row_hash           text          NOT NULL,
     _batch_id           text          NOT NULL,
     _source_line        bigint        NOT NULL,
     created_at          timestamptz   NOT NULL DEFAULT now(),
@@ -185,6 +181,14 @@ CREATE INDEX IF NOT EXISTS transaction_items_batch_idx ON production.transaction
 -- what the warehouse stage selects: rows written since its last load (fact_sales_candidates.sql)
 CREATE INDEX IF NOT EXISTS transactions_updated_idx ON production.transactions (updated_at);
 CREATE INDEX IF NOT EXISTS transaction_items_updated_idx ON production.transaction_items (updated_at);
+
+-- A promotion detects a changed row by comparing its columns with the stored row's
+-- (sql/transform/production/<table>.sql). Databases from before kept an md5 of the row's text in
+-- _row_hash, computed for every promoted row; that column is dropped here.
+ALTER TABLE production.customers DROP COLUMN IF EXISTS _row_hash;
+ALTER TABLE production.products DROP COLUMN IF EXISTS _row_hash;
+ALTER TABLE production.transactions DROP COLUMN IF EXISTS _row_hash;
+ALTER TABLE production.transaction_items DROP COLUMN IF EXISTS _row_hash;
 
 -- The sum of the accepted lines of each transaction, beside the source total (never overwritten).
 -- A view, not a stored column: keeping a column up to date rewrote every transaction row once

@@ -53,19 +53,19 @@ def _seed(settings: Settings, url: str) -> None:
             VALUES ('I1', '2025-01-01_a', 'transaction_items.csv', 2),
                    ('I2', '2025-01-03_d', 'transaction_items.csv', 2);
             INSERT INTO production.customers (customer_id, first_name, last_name,
-                is_email_valid, registration_date, _row_hash, _batch_id, _source_line)
-            VALUES ('C1', 'A', 'B', true, DATE '2024-01-01', 'h', '2025-01-01_a', 2);
+                is_email_valid, registration_date, _batch_id, _source_line)
+            VALUES ('C1', 'A', 'B', true, DATE '2024-01-01', '2025-01-01_a', 2);
             INSERT INTO production.products (product_id, product_name, price, cost,
-                price_category, _row_hash, _batch_id, _source_line)
-            VALUES ('P1', 'p', 10, 5, 'Budget', 'h', '2025-01-01_a', 2);
+                price_category, _batch_id, _source_line)
+            VALUES ('P1', 'p', 10, 5, 'Budget', '2025-01-01_a', 2);
             INSERT INTO production.transactions (transaction_id, customer_id, transaction_date,
-                transaction_at, payment_method, total_amount, _row_hash, _batch_id, _source_line)
-            VALUES ('T1', 'C1', DATE '2025-01-01', now(), 'UPI', 20, 'h', '2025-01-01_a', 2);
+                transaction_at, payment_method, total_amount, _batch_id, _source_line)
+            VALUES ('T1', 'C1', DATE '2025-01-01', now(), 'UPI', 20, '2025-01-01_a', 2);
             INSERT INTO production.transaction_items (item_id, transaction_id, product_id,
-                quantity, unit_price, discount_percentage, line_total, _row_hash, _batch_id,
+                quantity, unit_price, discount_percentage, line_total, _batch_id,
                 _source_line)
-            VALUES ('I1', 'T1', 'P1', 2, 10, 0, 20, 'h', '2025-01-01_a', 2),
-                   ('I2', 'T1', 'P1', 1, 10, 0, 10, 'h', '2025-01-03_d', 2);
+            VALUES ('I1', 'T1', 'P1', 2, 10, 0, 20, '2025-01-01_a', 2),
+                   ('I2', 'T1', 'P1', 1, 10, 0, 10, '2025-01-03_d', 2);
             INSERT INTO warehouse.fact_sales (date_key, customer_key, product_key,
                 payment_method_key, transaction_id, item_id, quantity, unit_price,
                 discount_percentage, discount_amount, gross_amount, line_total, cost_amount,

@@ -290,11 +290,10 @@ def test_lookups_are_analyzed_after_each_reload(dirty: dict) -> None:
 def test_rerun_changes_nothing(dirty: dict) -> None:
     url = dirty["url"]
     snapshot_sql = (
-        "SELECT 'c', customer_id, _row_hash, updated_at FROM production.customers UNION ALL"
-        " SELECT 'p', product_id, _row_hash, updated_at FROM production.products UNION ALL"
-        " SELECT 't', transaction_id, _row_hash, updated_at"
-        " FROM production.transactions UNION ALL"
-        " SELECT 'i', item_id, _row_hash, updated_at FROM production.transaction_items ORDER BY 1, 2"
+        "SELECT 'c', customer_id, r::text FROM production.customers AS r UNION ALL"
+        " SELECT 'p', product_id, r::text FROM production.products AS r UNION ALL"
+        " SELECT 't', transaction_id, r::text FROM production.transactions AS r UNION ALL"
+        " SELECT 'i', item_id, r::text FROM production.transaction_items AS r ORDER BY 1, 2"
     )
     before = _query(url, snapshot_sql)
     quarantine_before = _query(url, "SELECT count(*) FROM ops.quarantine")[0][0]
@@ -426,6 +425,53 @@ def test_late_arriving_parent_is_promoted_and_resolved(db_url: str, make_setting
         "SELECT table_name, quarantined, resolved_later FROM ops.reconciliation"
         " WHERE batch_id = 'batch_0001' AND quarantined > 0 ORDER BY 1",
     ) == [("transaction_items", 1, 1), ("transactions", 1, 1)]
+
+
+def test_a_database_from_before_loses_its_row_hashes_and_still_detects_changes(
+    db_url: str, make_settings
+) -> None:
+    # databases from before stored an md5 of each production row in _row_hash (NOT NULL, so an
+    # insert that leaves it out fails): the next run drops the column, and changes are found by
+    # comparing the columns themselves
+    settings = make_settings(db_url)
+    _first_batch(settings.raw_dir)
+    run_pipeline(settings, stages=STAGES)
+    conn = psycopg2.connect(db_url)
+    with conn, conn.cursor() as cur:
+        for table in ("customers", "products", "transactions", "transaction_items"):
+            cur.execute(
+                f"ALTER TABLE production.{table} ADD COLUMN _row_hash text NOT NULL DEFAULT 'md5'"
+            )
+            cur.execute(f"ALTER TABLE production.{table} ALTER COLUMN _row_hash DROP DEFAULT")
+    conn.close()
+    _write_batch(
+        settings.raw_dir,
+        "batch_0002",
+        {
+            "customers.csv": CUSTOMERS_HEADER
+            + "C1,Anna,Smith,anna.smith@example.com,5551234567,2024-01-05,Denver,CO,USA,26-35\n"
+            + "C2,Bo,Li,bo@li.org,555-987-6543,2024-01-09,Austin,TX,USA,18-25\n",
+            "transactions.csv": TRANSACTIONS_HEADER
+            + "T1,C1,2024-02-01,10:00:00,UPI,Somewhere,80.00\n",
+        },
+    )
+    assert run_pipeline(settings, stages=STAGES).status == "success"
+    assert _query(
+        db_url,
+        "SELECT count(*) FROM information_schema.columns"
+        " WHERE table_schema = 'production' AND column_name = '_row_hash'",
+    ) == [(0,)]
+    assert _query(
+        db_url,
+        "SELECT table_name, inserted, updated, unchanged FROM ops.reconciliation"
+        " WHERE batch_id = 'batch_0002' ORDER BY 1",
+    ) == [("customers", 1, 1, 0), ("transactions", 0, 1, 0)]
+    assert _query(
+        db_url, "SELECT city, state FROM production.customers WHERE customer_id = 'C1'"
+    ) == [("Denver", "CO")]
+    assert _query(
+        db_url, "SELECT payment_method FROM production.transactions WHERE transaction_id = 'T1'"
+    ) == [("UPI",)]
 
 
 def test_a_killed_promotion_finishes_on_the_next_run(

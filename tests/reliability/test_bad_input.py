@@ -435,6 +435,22 @@ CASES = [
         },
         check=_expect_customer("C1", "city", "Dallas"),
     ),
+    Case(
+        "re-sent changed order in a later batch",
+        {
+            "transactions.csv": b2(
+                "transactions.csv", BATCH1["transactions.csv"][0].replace("Credit Card", "UPI")
+            )
+        },
+        check=lambda conn: (
+            _one(
+                conn,
+                "SELECT payment_method FROM production.transactions WHERE transaction_id = 'T1'",
+            )
+            == "UPI"
+            or pytest.fail("T1 not updated")
+        ),
+    ),
     # ── row-level: quarantined with the documented reason ─────────────────────────────────
     Case(
         "thousands separator in a price",
@@ -602,6 +618,7 @@ ACCEPTED = {
     "invalid email (defaulted, not quarantined)": "accepted; email NULL, is_email_valid false",
     "unknown category (defaulted)": "accepted; category 'unknown'",
     "re-sent changed row in a later batch": "accepted; the later batch updates production",
+    "re-sent changed order in a later batch": "accepted; the later batch updates production",
     "duplicate id within a file (exact)": "one row kept; 1 exact_duplicate counted",
     "duplicate id within a file (conflicting: the later line wins)": "later line kept; 1 conflicting_duplicate counted",
     "duplicate id across files (same item in two batches, changed)": "the later batch's line updates fact_sales",

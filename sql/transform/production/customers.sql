@@ -102,8 +102,6 @@ final AS (
     SELECT
         r.*,
         r.customer_id AS natural_key,
-        md5(ROW(r.first_name, r.last_name, r.email, r.is_email_valid, r.phone, r.registration_date,
-                r.city, r.state, r.country, r.age_group)::text) AS _row_hash,
         -- duplicates among the accepted rows: production.mark_duplicates, below
         CASE WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined' ELSE 'accepted' END AS outcome,
         false AS is_retryable
@@ -118,7 +116,11 @@ SELECT
     END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.customer_id IS NULL THEN 'insert'
-         WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
+         WHEN (p.first_name, p.last_name, p.email, p.is_email_valid, p.phone,
+               p.registration_date, p.city, p.state, p.country, p.age_group)
+               IS DISTINCT FROM (f.first_name, f.last_name, f.email, f.is_email_valid, f.phone,
+                                 f.registration_date, f.city, f.state, f.country, f.age_group)
+               AND f._batch_id >= p._batch_id THEN 'update'
          ELSE 'unchanged'
     END AS change
 FROM final AS f
@@ -129,11 +131,11 @@ SELECT production.mark_duplicates();
 -- new rows inserted, changed rows updated (no ON CONFLICT: see dwh/stages/production.py)
 INSERT INTO production.customers (
     customer_id, first_name, last_name, email, is_email_valid, phone, registration_date,
-    city, state, country, age_group, _row_hash, _batch_id, _source_line
+    city, state, country, age_group, _batch_id, _source_line
 )
 SELECT
     customer_id, first_name, last_name, email, is_email_valid, phone, registration_date,
-    city, state, country, age_group, _row_hash, _batch_id, _source_line
+    city, state, country, age_group, _batch_id, _source_line
 FROM _promote
 WHERE change = 'insert';
 
@@ -148,7 +150,6 @@ UPDATE production.customers AS p SET
     state = f.state,
     country = f.country,
     age_group = f.age_group,
-    _row_hash = f._row_hash,
     _batch_id = f._batch_id,
     _source_line = f._source_line,
     updated_at = now()

@@ -117,8 +117,6 @@ final AS (
     SELECT
         r.*,
         r.product_id AS natural_key,
-        md5(ROW(r.product_name, r.category, r.sub_category, r.brand, r.price, r.cost, r.price_category,
-                r.stock_quantity, r.supplier_id)::text) AS _row_hash,
         -- duplicates among the accepted rows: production.mark_duplicates, below
         CASE WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined' ELSE 'accepted' END AS outcome,
         false AS is_retryable
@@ -133,7 +131,11 @@ SELECT
     END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.product_id IS NULL THEN 'insert'
-         WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
+         WHEN (p.product_name, p.category, p.sub_category, p.brand, p.price, p.cost,
+               p.price_category, p.stock_quantity, p.supplier_id)
+               IS DISTINCT FROM (f.product_name, f.category, f.sub_category, f.brand, f.price,
+                                 f.cost, f.price_category, f.stock_quantity, f.supplier_id)
+               AND f._batch_id >= p._batch_id THEN 'update'
          ELSE 'unchanged'
     END AS change
 FROM final AS f
@@ -144,11 +146,11 @@ SELECT production.mark_duplicates();
 -- new rows inserted, changed rows updated (no ON CONFLICT: see dwh/stages/production.py)
 INSERT INTO production.products (
     product_id, product_name, category, sub_category, brand, price, cost, profit_margin,
-    price_category, stock_quantity, supplier_id, _row_hash, _batch_id, _source_line
+    price_category, stock_quantity, supplier_id, _batch_id, _source_line
 )
 SELECT
     product_id, product_name, category, sub_category, brand, price, cost, profit_margin,
-    price_category, stock_quantity, supplier_id, _row_hash, _batch_id, _source_line
+    price_category, stock_quantity, supplier_id, _batch_id, _source_line
 FROM _promote
 WHERE change = 'insert';
 
@@ -163,7 +165,6 @@ UPDATE production.products AS p SET
     price_category = f.price_category,
     stock_quantity = f.stock_quantity,
     supplier_id = f.supplier_id,
-    _row_hash = f._row_hash,
     _batch_id = f._batch_id,
     _source_line = f._source_line,
     updated_at = now()

@@ -131,8 +131,6 @@ final AS (
     SELECT
         r.*,
         r.item_id AS natural_key,
-        md5(ROW(r.transaction_id, r.product_id, r.quantity, r.unit_price, r.discount_percentage,
-                r.line_total)::text) AS _row_hash,
         -- duplicates among the accepted rows: production.mark_duplicates, below
         CASE WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined' ELSE 'accepted' END AS outcome,
         r.reason_codes = ARRAY['missing_parent'] AS is_retryable
@@ -147,7 +145,11 @@ SELECT
     END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.item_id IS NULL THEN 'insert'
-         WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
+         WHEN (p.transaction_id, p.product_id, p.quantity, p.unit_price, p.discount_percentage,
+               p.line_total)
+               IS DISTINCT FROM (f.transaction_id, f.product_id, f.quantity, f.unit_price,
+                                 f.discount_percentage, f.line_total)
+               AND f._batch_id >= p._batch_id THEN 'update'
          ELSE 'unchanged'
     END AS change
 FROM final AS f
@@ -159,11 +161,11 @@ SELECT production.mark_duplicates();
 -- new rows inserted, changed rows updated (no ON CONFLICT: see dwh/stages/production.py)
 INSERT INTO production.transaction_items (
     item_id, transaction_id, product_id, quantity, unit_price, discount_percentage, line_total,
-    _row_hash, _batch_id, _source_line
+    _batch_id, _source_line
 )
 SELECT
     item_id, transaction_id, product_id, quantity, unit_price, discount_percentage, line_total,
-    _row_hash, _batch_id, _source_line
+    _batch_id, _source_line
 FROM _promote
 WHERE change = 'insert';
 
@@ -174,7 +176,6 @@ UPDATE production.transaction_items AS p SET
     unit_price = f.unit_price,
     discount_percentage = f.discount_percentage,
     line_total = f.line_total,
-    _row_hash = f._row_hash,
     _batch_id = f._batch_id,
     _source_line = f._source_line,
     updated_at = now()

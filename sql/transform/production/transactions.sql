@@ -135,8 +135,6 @@ final AS (
     SELECT
         r.*,
         r.transaction_id AS natural_key,
-        md5(ROW(r.customer_id, r.transaction_date, r.transaction_time, r.transaction_at,
-                r.payment_method, r.shipping_address, r.total_amount)::text) AS _row_hash,
         -- duplicates among the accepted rows: production.mark_duplicates, below
         CASE WHEN cardinality(r.reason_codes) > 0 THEN 'quarantined' ELSE 'accepted' END AS outcome,
         r.reason_codes = ARRAY['missing_parent'] AS is_retryable
@@ -151,7 +149,12 @@ SELECT
     END AS raw,
     CASE WHEN f.outcome <> 'accepted' THEN NULL
          WHEN p.transaction_id IS NULL THEN 'insert'
-         WHEN p._row_hash IS DISTINCT FROM f._row_hash AND f._batch_id >= p._batch_id THEN 'update'
+         WHEN (p.customer_id, p.transaction_date, p.transaction_time, p.transaction_at,
+               p.payment_method, p.shipping_address, p.total_amount)
+               IS DISTINCT FROM (f.customer_id, f.transaction_date, f.transaction_time,
+                                 f.transaction_at, f.payment_method, f.shipping_address,
+                                 f.total_amount)
+               AND f._batch_id >= p._batch_id THEN 'update'
          ELSE 'unchanged'
     END AS change
 FROM final AS f
@@ -163,11 +166,11 @@ SELECT production.mark_duplicates();
 -- new rows inserted, changed rows updated (no ON CONFLICT: see dwh/stages/production.py)
 INSERT INTO production.transactions (
     transaction_id, customer_id, transaction_date, transaction_time, transaction_at,
-    payment_method, shipping_address, total_amount, _row_hash, _batch_id, _source_line
+    payment_method, shipping_address, total_amount, _batch_id, _source_line
 )
 SELECT
     transaction_id, customer_id, transaction_date, transaction_time, transaction_at,
-    payment_method, shipping_address, total_amount, _row_hash, _batch_id, _source_line
+    payment_method, shipping_address, total_amount, _batch_id, _source_line
 FROM _promote
 WHERE change = 'insert';
 
@@ -179,7 +182,6 @@ UPDATE production.transactions AS p SET
     payment_method = f.payment_method,
     shipping_address = f.shipping_address,
     total_amount = f.total_amount,
-    _row_hash = f._row_hash,
     _batch_id = f._batch_id,
     _source_line = f._source_line,
     updated_at = now()
