@@ -7,7 +7,8 @@ For each size (order lines), in one process and one database, on the same files:
 2. floor      a bare COPY of every raw file into UNLOGGED tables of text columns, nothing else;
 3. pipeline   ingest, quality, production, warehouse, aggregates, analytics (run_pipeline), with
               the seconds and rows per second of each stage and the peak RSS of this process;
-4. increment  a batch of about 1 % new order lines (--next-batch), then a rerun with nothing new;
+4. increment  after a VACUUM and a CHECKPOINT (untimed: the state a day's batch finds), a batch
+              of about 1 % new order lines (--next-batch), then a rerun with nothing new;
 5. queries    p50 / p95 latency of every analytics query (sql/queries/*.sql) and every dashboard
               query (dashboards/queries.py, when present) over repeated runs;
 6. naive      a sample of the same files loaded with pandas DataFrame.to_sql (SQLAlchemy, from
@@ -205,6 +206,27 @@ def autovacuum_work(url: str) -> list[str]:
             " WHERE backend_type = 'autovacuum worker' AND query <> '' ORDER BY 1",
         )
     ]
+
+
+def settle(url: str) -> dict[str, Any]:
+    """Bring the database to where a day's batch finds it: the full load's tables vacuumed (what
+    autovacuum does in the hours between two batches, done here at once instead of racing the
+    timed batch) and a checkpoint written (so the batch pays, as every batch after a checkpoint
+    does, a full-page image for the first change of each page). Timed apart from the batch."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            started = time.perf_counter()
+            cur.execute("VACUUM")
+            vacuumed = time.perf_counter()
+            cur.execute("CHECKPOINT")
+            return {
+                "vacuum_seconds": round(vacuumed - started, 3),
+                "checkpoint_seconds": round(time.perf_counter() - vacuumed, 3),
+            }
+    finally:
+        conn.close()
 
 
 def server_settings(url: str) -> dict[str, str]:
@@ -668,6 +690,8 @@ def bench_size(
             "database_url": mask_url(db_url_of(settings)),
         }
 
+        log.info("[%s lines] settle: VACUUM and CHECKPOINT", f"{order_lines:,}")
+        settled = settle(url)
         log.info("[%s lines] incremental batch and rerun", f"{order_lines:,}")
         autovacuum_before = autovacuum_work(url)
         inc = _run_pipeline(settings, RunOptions(next_batch=True, scale=scale), stages=STAGES)
@@ -681,7 +705,8 @@ def bench_size(
             "stages": inc_stages,
             "seconds": inc_seconds,
             "share_of_full_load": round(inc_seconds / e2e, 4) if e2e else None,
-            # not waited for: a batch run right after a load competes with that load's autovacuum
+            # after settle(); autovacuum may still start on a table (listed, † in the table)
+            "settled_before": settled,
             "autovacuum_at_start": autovacuum_before,
             "autovacuum_at_end": autovacuum_work(url),
         }

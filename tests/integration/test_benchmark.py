@@ -71,6 +71,8 @@ def test_floor_and_pipeline_use_the_same_files_and_database(db_url, tmp_path):
     assert result["floor"]["rows"] == sum(f["rows"] for f in result["files"])
     assert result["order_lines"] == result["floor"]["files"]["transaction_items.csv"]["rows"]
     assert result["incremental"]["order_lines"] > 0
+    # the batch ran on a settled database (test_settle_… below), timed apart from it
+    assert set(result["incremental"]["settled_before"]) == {"vacuum_seconds", "checkpoint_seconds"}
     # what autovacuum was doing around the batch: listed, and flagged in the table when any
     busy = result["incremental"]["autovacuum_at_start"] + result["incremental"]["autovacuum_at_end"]
     assert all(isinstance(work, str) and work for work in busy)
@@ -112,5 +114,35 @@ def test_citus_opt_in_is_inert_on_plain_postgresql(db_url, caplog):
         assert result == {"enabled": True, "skipped": "citus extension not installed"}
         assert "skipped" in caplog.text
         assert conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_INERROR
+    finally:
+        conn.close()
+
+
+def test_settle_vacuums_and_writes_a_checkpoint_before_the_batch(db_url):
+    """The 1 % batch is timed on a database in the state a next-day batch finds: its tables
+    vacuumed (all-visible pages) and a checkpoint behind it."""
+    bench = _bench_module()
+    conn = psycopg2.connect(db_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS bench_settle_probe")
+            cur.execute(
+                "CREATE TABLE bench_settle_probe WITH (autovacuum_enabled = off) AS"
+                " SELECT g AS id FROM generate_series(1, 10000) AS g"
+            )
+            cur.execute("SELECT checkpoint_lsn FROM pg_control_checkpoint()")
+            checkpoint_before = cur.fetchone()[0]
+            cur.execute("SELECT relallvisible FROM pg_class WHERE relname = 'bench_settle_probe'")
+            assert cur.fetchone()[0] == 0
+
+            settled = bench.settle(db_url)
+
+            assert set(settled) == {"vacuum_seconds", "checkpoint_seconds"}
+            cur.execute("SELECT relallvisible FROM pg_class WHERE relname = 'bench_settle_probe'")
+            assert cur.fetchone()[0] > 0
+            cur.execute("SELECT checkpoint_lsn FROM pg_control_checkpoint()")
+            assert cur.fetchone()[0] != checkpoint_before
+            cur.execute("DROP TABLE bench_settle_probe")
     finally:
         conn.close()
