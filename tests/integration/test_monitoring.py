@@ -86,17 +86,17 @@ def _sales(url: str, spike: float) -> None:
     with conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO production.customers (customer_id, first_name, last_name,"
-            " is_email_valid, registration_date, _row_hash, _batch_id, _source_line)"
-            " VALUES ('C1', 'A', 'B', true, DATE '2024-01-01', 'h', 'b1', 2)"
+            " is_email_valid, registration_date, _batch_id, _source_line)"
+            " VALUES ('C1', 'A', 'B', true, DATE '2024-01-01', 'b1', 2)"
         )
         cur.execute(
             """
             INSERT INTO production.transactions (transaction_id, customer_id, transaction_date,
-                transaction_at, payment_method, total_amount, _row_hash, _batch_id, _source_line)
+                transaction_at, payment_method, total_amount, _batch_id, _source_line)
             SELECT format('T%%s-%%s', d, n), 'C1', DATE '2025-03-01' + d,
                    (DATE '2025-03-01' + d)::timestamptz, 'UPI',
                    CASE WHEN d = 28 THEN 50 * %(spike)s ELSE 45 + (d * 7 + n * 3) %% 11 END,
-                   'h', 'b1', d * 100 + n
+                   'b1', d * 100 + n
             FROM generate_series(0, 28) AS d
             CROSS JOIN LATERAL generate_series(1, 18 + (d * 5) %% 5 + d %% 4) AS n
             """,

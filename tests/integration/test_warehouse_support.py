@@ -8,7 +8,6 @@ the SQL under test.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -159,10 +158,6 @@ def merged(batches: Sequence[Batch]) -> Batch:
 
 
 # ── writing production rows ──────────────────────────────────────────────────────────────────
-def _hash(*values: object) -> str:
-    return hashlib.md5(repr(values).encode()).hexdigest()
-
-
 def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
     """Upsert a batch into ops.batches, the production tables (latest wins) and the version
     logs, and commit."""
@@ -176,15 +171,20 @@ def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
             cur.execute(
                 """INSERT INTO production.customers (customer_id, first_name, last_name, email,
                        is_email_valid, phone, registration_date, city, state, country, age_group,
-                       _row_hash, _batch_id, _source_line)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                       _batch_id, _source_line)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (customer_id) DO UPDATE SET first_name = EXCLUDED.first_name,
                        last_name = EXCLUDED.last_name, email = EXCLUDED.email,
                        phone = EXCLUDED.phone, registration_date = EXCLUDED.registration_date,
                        city = EXCLUDED.city, state = EXCLUDED.state, country = EXCLUDED.country,
-                       age_group = EXCLUDED.age_group, _row_hash = EXCLUDED._row_hash,
+                       age_group = EXCLUDED.age_group,
                        _batch_id = EXCLUDED._batch_id, updated_at = now()
-                   WHERE customers._row_hash <> EXCLUDED._row_hash""",
+                   WHERE (customers.first_name, customers.last_name, customers.email,
+                       customers.phone, customers.registration_date, customers.city,
+                       customers.state, customers.country, customers.age_group)
+                   IS DISTINCT FROM (EXCLUDED.first_name, EXCLUDED.last_name, EXCLUDED.email,
+                       EXCLUDED.phone, EXCLUDED.registration_date, EXCLUDED.city, EXCLUDED.state,
+                       EXCLUDED.country, EXCLUDED.age_group)""",
                 (
                     c.customer_id,
                     c.first_name,
@@ -197,7 +197,6 @@ def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
                     c.state,
                     c.country,
                     c.age_group,
-                    _hash(c),
                     batch.batch_id,
                     line,
                 ),
@@ -205,15 +204,19 @@ def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
         for line, p in enumerate(batch.products, start=2):
             cur.execute(
                 """INSERT INTO production.products (product_id, product_name, category,
-                       sub_category, brand, price, cost, price_category, _row_hash, _batch_id,
+                       sub_category, brand, price, cost, price_category, _batch_id,
                        _source_line)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (product_id) DO UPDATE SET product_name = EXCLUDED.product_name,
                        category = EXCLUDED.category, sub_category = EXCLUDED.sub_category,
                        brand = EXCLUDED.brand, price = EXCLUDED.price, cost = EXCLUDED.cost,
-                       price_category = EXCLUDED.price_category, _row_hash = EXCLUDED._row_hash,
+                       price_category = EXCLUDED.price_category,
                        _batch_id = EXCLUDED._batch_id, updated_at = now()
-                   WHERE products._row_hash <> EXCLUDED._row_hash""",
+                   WHERE (products.product_name, products.category, products.sub_category,
+                       products.brand, products.price, products.cost, products.price_category)
+                   IS DISTINCT FROM (EXCLUDED.product_name, EXCLUDED.category,
+                       EXCLUDED.sub_category, EXCLUDED.brand, EXCLUDED.price, EXCLUDED.cost,
+                       EXCLUDED.price_category)""",
                 (
                     p.product_id,
                     p.product_name,
@@ -223,7 +226,6 @@ def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
                     p.price,
                     p.cost,
                     p.price_category,
-                    _hash(p),
                     batch.batch_id,
                     line,
                 ),
@@ -235,15 +237,18 @@ def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
             )
             cur.execute(
                 """INSERT INTO production.transactions (transaction_id, customer_id,
-                       transaction_date, transaction_at, payment_method, total_amount, _row_hash,
-                       _batch_id, _source_line)
-                   VALUES (%s, %s, %s, %s::date, %s, %s, %s, %s, %s)
+                       transaction_date, transaction_at, payment_method, total_amount, _batch_id,
+                       _source_line)
+                   VALUES (%s, %s, %s, %s::date, %s, %s, %s, %s)
                    ON CONFLICT (transaction_id) DO UPDATE SET customer_id = EXCLUDED.customer_id,
                        transaction_date = EXCLUDED.transaction_date,
                        transaction_at = EXCLUDED.transaction_at,
-                       payment_method = EXCLUDED.payment_method, _row_hash = EXCLUDED._row_hash,
+                       payment_method = EXCLUDED.payment_method,
                        _batch_id = EXCLUDED._batch_id, updated_at = now()
-                   WHERE transactions._row_hash <> EXCLUDED._row_hash""",
+                   WHERE (transactions.customer_id, transactions.transaction_date,
+                       transactions.transaction_at, transactions.payment_method)
+                   IS DISTINCT FROM (EXCLUDED.customer_id, EXCLUDED.transaction_date,
+                       EXCLUDED.transaction_at, EXCLUDED.payment_method)""",
                 (
                     t.transaction_id,
                     t.customer_id,
@@ -251,7 +256,6 @@ def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
                     t.transaction_date,
                     t.payment_method,
                     total,
-                    _hash(t),
                     batch.batch_id,
                     line,
                 ),
@@ -259,16 +263,21 @@ def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
         for line, i in enumerate(batch.items, start=2):
             cur.execute(
                 """INSERT INTO production.transaction_items (item_id, transaction_id, product_id,
-                       quantity, unit_price, discount_percentage, line_total, _row_hash,
-                       _batch_id, _source_line)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                       quantity, unit_price, discount_percentage, line_total, _batch_id,
+                       _source_line)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (item_id) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
                        product_id = EXCLUDED.product_id, quantity = EXCLUDED.quantity,
                        unit_price = EXCLUDED.unit_price,
                        discount_percentage = EXCLUDED.discount_percentage,
-                       line_total = EXCLUDED.line_total, _row_hash = EXCLUDED._row_hash,
+                       line_total = EXCLUDED.line_total,
                        _batch_id = EXCLUDED._batch_id, updated_at = now()
-                   WHERE transaction_items._row_hash <> EXCLUDED._row_hash""",
+                   WHERE (transaction_items.transaction_id, transaction_items.product_id,
+                       transaction_items.quantity, transaction_items.unit_price,
+                       transaction_items.discount_percentage, transaction_items.line_total)
+                   IS DISTINCT FROM (EXCLUDED.transaction_id, EXCLUDED.product_id,
+                       EXCLUDED.quantity, EXCLUDED.unit_price, EXCLUDED.discount_percentage,
+                       EXCLUDED.line_total)""",
                 (
                     i.item_id,
                     i.transaction_id,
@@ -277,7 +286,6 @@ def load_batch(conn: psycopg2.extensions.connection, batch: Batch) -> None:
                     i.unit_price,
                     i.discount_percentage,
                     i.line_total,
-                    _hash(i),
                     batch.batch_id,
                     line,
                 ),
