@@ -2,9 +2,15 @@
 -- The pipeline columns are filled by defaults during COPY: the loader sets dwh.batch_id and
 -- dwh.source_file for its transaction and restarts the table's line sequence at the header line,
 -- so one COPY per file is all it takes (see scripts/dwh/stages/ingest.py). Idempotent.
+--
+-- The tables are UNLOGGED: a COPY into them writes no WAL, and they can always be reloaded from
+-- the raw files. PostgreSQL empties every unlogged table when it recovers from a crash (and a
+-- promoted standby or a restored physical backup has them empty); staging.unlogged_canary, empty
+-- then too, tells the pipeline so, and before reading staging the ingest, quality and production
+-- stages reload the lost batches from their files (ingest.restore_lost_staging).
 
 CREATE SEQUENCE IF NOT EXISTS staging.customers_line_seq;
-CREATE TABLE IF NOT EXISTS staging.customers (
+CREATE UNLOGGED TABLE IF NOT EXISTS staging.customers (
     customer_id            text,
     first_name             text,
     last_name              text,
@@ -25,7 +31,7 @@ COMMENT ON TABLE staging.customers IS 'Rows of customers.csv as received, one pe
 COMMENT ON COLUMN staging.customers._source_line IS 'Line of the row in its file (the header is line 1).';
 
 CREATE SEQUENCE IF NOT EXISTS staging.products_line_seq;
-CREATE TABLE IF NOT EXISTS staging.products (
+CREATE UNLOGGED TABLE IF NOT EXISTS staging.products (
     product_id             text,
     product_name           text,
     category               text,
@@ -45,7 +51,7 @@ COMMENT ON TABLE staging.products IS 'Rows of products.csv as received, one per 
 COMMENT ON COLUMN staging.products._source_line IS 'Line of the row in its file (the header is line 1).';
 
 CREATE SEQUENCE IF NOT EXISTS staging.transactions_line_seq;
-CREATE TABLE IF NOT EXISTS staging.transactions (
+CREATE UNLOGGED TABLE IF NOT EXISTS staging.transactions (
     transaction_id         text,
     customer_id            text,
     transaction_date       text,
@@ -63,7 +69,7 @@ COMMENT ON TABLE staging.transactions IS 'Rows of transactions.csv as received, 
 COMMENT ON COLUMN staging.transactions._source_line IS 'Line of the row in its file (the header is line 1).';
 
 CREATE SEQUENCE IF NOT EXISTS staging.transaction_items_line_seq;
-CREATE TABLE IF NOT EXISTS staging.transaction_items (
+CREATE UNLOGGED TABLE IF NOT EXISTS staging.transaction_items (
     item_id                text,
     transaction_id         text,
     product_id             text,
@@ -79,3 +85,25 @@ CREATE TABLE IF NOT EXISTS staging.transaction_items (
 CREATE INDEX IF NOT EXISTS transaction_items_batch_idx ON staging.transaction_items (_batch_id);
 COMMENT ON TABLE staging.transaction_items IS 'Rows of transaction_items.csv as received, one per data line.';
 COMMENT ON COLUMN staging.transaction_items._source_line IS 'Line of the row in its file (the header is line 1).';
+
+CREATE UNLOGGED TABLE IF NOT EXISTS staging.unlogged_canary (
+    intact boolean PRIMARY KEY DEFAULT true CHECK (intact)
+);
+COMMENT ON TABLE staging.unlogged_canary IS 'One row while the unlogged staging tables hold what was loaded into them; empty after PostgreSQL''s recovery from a crash emptied them all, until the pipeline has reloaded them from the raw files.';
+
+-- Databases from before kept staging logged: made unlogged here, once (a rewrite of each table),
+-- with their rows intact.
+DO $$
+DECLARE
+    name text;
+BEGIN
+    FOR name IN
+        SELECT c.relname FROM pg_class AS c
+        WHERE c.relnamespace = 'staging'::regnamespace AND c.relkind = 'r'
+          AND c.relpersistence = 'p'
+          AND c.relname IN ('customers', 'products', 'transactions', 'transaction_items')
+    LOOP
+        EXECUTE format('ALTER TABLE staging.%I SET UNLOGGED', name);
+        INSERT INTO staging.unlogged_canary DEFAULT VALUES ON CONFLICT DO NOTHING;
+    END LOOP;
+END $$;

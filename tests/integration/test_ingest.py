@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dwh import db
 from dwh.contract import CUSTOMERS, PRODUCTS
 from dwh.exceptions import BadInputError, ExitCode
 from dwh.orchestrator import run_pipeline
@@ -248,3 +249,122 @@ def test_unknown_file_in_a_batch_is_named(settings) -> None:
     _write(settings.raw_dir / "batch_0001" / "refunds.csv", "a,b\n1,2\n")
     with pytest.raises(BadInputError, match=r"refunds.csv: not a known source file"):
         _ingest(settings)
+
+
+STAGING = ("customers", "products", "transactions", "transaction_items")
+
+
+def _lose_staging(conn) -> None:
+    """What PostgreSQL's recovery from a crash does to the unlogged staging tables (a real crash
+    of the server: tests/reliability/test_database_faults.py)."""
+    with conn.cursor() as cur:
+        tables = [*STAGING, "unlogged_canary"]
+        cur.execute("TRUNCATE " + ", ".join(f"staging.{t}" for t in tables))
+    conn.commit()
+
+
+def _staged(conn) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT customer_id, city, _batch_id, _source_file, _source_line FROM staging.customers"
+            " UNION ALL SELECT product_id, brand, _batch_id, _source_file, _source_line"
+            " FROM staging.products ORDER BY 1"
+        )
+        rows = cur.fetchall()
+    conn.rollback()
+    return rows
+
+
+def test_staging_is_unlogged_and_lost_rows_of_an_unpromoted_batch_are_reloaded(
+    settings, conn
+) -> None:
+    raw = settings.raw_dir / "batch_0001"
+    _write(raw / "customers.csv", f"{HEADER}\n{ROW1}\n{ROW2}\n")
+    _write(raw / "products.csv", ",".join(PRODUCTS.columns) + f"\n{PRODUCT}\n")
+    _ingest(settings)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT relname, relpersistence FROM pg_class"
+            " WHERE relnamespace = 'staging'::regnamespace AND relkind IN ('r', 'i') ORDER BY 1"
+        )
+        persistence = dict(cur.fetchall())
+    conn.rollback()
+    assert set(persistence) >= set(STAGING)
+    assert set(persistence.values()) == {"u"}  # tables and their indexes
+    before = _staged(conn)
+
+    _lose_staging(conn)
+    # not the ingest stage: the first stage that reads staging reloads what the batch lost
+    report = run_pipeline(settings, stages=("quality", "production"))
+    assert report.status == "success"
+    assert report.stages[0].details["staging_restored"] == [
+        {"batch_id": "batch_0001", "file": "customers.csv", "rows": 2},
+        {"batch_id": "batch_0001", "file": "products.csv", "rows": 1},
+    ]
+    assert "staging_restored" not in report.stages[1].details  # the quality stage did it
+    assert _staged(conn) == before
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM production.customers")
+        assert cur.fetchone()[0] == 2
+    conn.rollback()
+
+    # nothing lost: nothing reloaded
+    report = run_pipeline(settings, stages=("ingest", "quality", "production"))
+    assert all("staging_restored" not in s.details for s in report.stages)
+    assert _staged(conn) == before
+
+    # a promoted batch is reloaded too (staging as before the crash), by the ingest stage; one
+    # whose file is gone stays out of staging, with a warning: production holds its rows
+    _lose_staging(conn)
+    (raw / "products.csv").unlink()
+    report = run_pipeline(settings, stages=("ingest", "quality", "production"))
+    assert report.status == "success"
+    assert report.stages[0].details["staging_restored"] == [
+        {"batch_id": "batch_0001", "file": "customers.csv", "rows": 2},
+    ]
+    assert _staged(conn) == [row for row in before if row[0] != "PROD0001"]
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM production.products")
+        assert cur.fetchone()[0] == 1
+    conn.rollback()
+
+
+def test_a_lost_batch_whose_file_is_gone_or_changed_is_named(settings, conn) -> None:
+    path = _write(settings.raw_dir / "batch_0001" / "customers.csv", f"{HEADER}\n{ROW1}\n")
+    _ingest(settings)
+    _lose_staging(conn)
+    path.rename(path.with_suffix(".bak"))
+    with pytest.raises(BadInputError, match=r"customers\.csv is gone: put the file back"):
+        run_pipeline(settings, stages=("production",))
+    path.with_suffix(".bak").rename(path)
+    _write(path, f"{HEADER}\n{ROW2}\n")
+    with pytest.raises(
+        BadInputError, match=r"not promoted yet; .*customers\.csv changed since it was loaded"
+    ):
+        run_pipeline(settings, stages=("production",))
+    assert _staged(conn) == []  # nothing of the changed file was staged
+    _write(path, f"{HEADER}\n{ROW1}\n")
+    assert run_pipeline(settings, stages=("production",)).status == "success"
+    with conn.cursor() as cur:
+        cur.execute("SELECT customer_id FROM production.customers")
+        assert cur.fetchall() == [("CUST0001",)]
+    conn.rollback()
+
+
+def test_a_database_from_before_gets_unlogged_staging_and_keeps_its_rows(settings, conn) -> None:
+    _write(settings.raw_dir / "batch_0001" / "customers.csv", f"{HEADER}\n{ROW1}\n")
+    _ingest(settings)
+    with conn.cursor() as cur:
+        for table in STAGING:
+            cur.execute(f"ALTER TABLE staging.{table} SET LOGGED")
+    conn.commit()
+    before = _staged(conn)
+    db.apply_ddl(conn, force=True)  # as for a database from before: its DDL checksum differs
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT relpersistence FROM pg_class"
+            " WHERE relnamespace = 'staging'::regnamespace AND relkind = 'r'"
+        )
+        assert cur.fetchall() == [("u",)]
+    conn.rollback()
+    assert _staged(conn) == before

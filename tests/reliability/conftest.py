@@ -166,6 +166,12 @@ class PrivateServer:
         self.server.stop()
         self.server.start()
 
+    def crash(self) -> None:
+        """Stop without a shutdown checkpoint, as a crash does: the next start recovers from the
+        WAL and, as after any crash, empties every unlogged table."""
+        self.server._pg_ctl("stop", "-w", "-m", "immediate")
+        self.server.start()
+
 
 @pytest.fixture(scope="session")
 def private_server(tmp_path_factory) -> Iterator[PrivateServer]:

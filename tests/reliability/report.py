@@ -39,7 +39,9 @@ Do not edit it by hand: run the suite, then the script.
    connection (server restart, `pg_terminate_backend`) is retried on a fresh connection, and the
    run ledger reconnects and takes the pipeline lock again. What cannot be retried (a statement
    timeout, a server down longer than the retries, no server at start) ends with exit code 3 and
-   one `error:` line; the rerun loads everything.
+   one `error:` line; the rerun loads everything. A crash of the server empties the unlogged
+   staging tables; the next run reloads them from the raw files (each checked against its
+   recorded sha256 and row count) before anything reads them.
 3. **Bad input never half-loads.** A malformed file is refused whole with an error naming the
    file, the line and (where COPY knows it) the column; the files and batches before it stay
    loaded. Bad rows in a good file are quarantined with their reason code

@@ -123,6 +123,30 @@ def test_backend_terminated_mid_stage_the_run_completes(
     outcome.observed = f"terminated {len(targets)} backend(s); exit 0; equal"
 
 
+def test_server_crash_before_promotion_staging_is_reloaded_from_the_files(
+    private_server, dataset, tmp_path, outcome
+) -> None:
+    outcome.expected = (
+        "server crash after batch_0002 is staged, before its promotion: recovery empties the "
+        "unlogged staging; the rerun reloads it from the files: exit 0, equal, staging as before"
+    )
+    url = create_database(private_server.url)
+    data = _load_base(url, dataset, tmp_path)
+    args = ["--database-url", url, "--data-dir", str(data)]
+    staged = run_cli(["run", "--stages", "ingest", *args], cli_env(), tmp_path)
+    assert staged.returncode == 0, staged.stderr[-3000:]
+    lines = "SELECT count(*) FROM staging.transaction_items WHERE _batch_id = 'batch_0002'"
+    assert query(url, lines)[0][0] > 0
+    private_server.crash()
+    assert query(url, lines) == [(0,)]  # what the recovery did to the unlogged table
+    result = run_cli(["run", *args], cli_env(), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the four files of each batch: batch_0002 to promote, batch_0001 for staging as it was
+    assert result.stderr.count("reloaded them from") == 8
+    _assert_equal(url, dataset.full, outcome)
+    outcome.observed = "staging empty after the crash; rerun reloaded 8 files; exit 0; equal"
+
+
 def test_server_unreachable_at_start_then_rerun(
     dataset, pg_server_url, scratch_dbs, tmp_path, outcome
 ) -> None:

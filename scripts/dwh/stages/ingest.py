@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -194,6 +195,123 @@ def _register_batch(
     conn.commit()
 
 
+def _copy_file(
+    conn: psycopg2.extensions.connection, path: Path, source: SourceFile, batch_id: str
+) -> tuple[int, str, int]:
+    """COPY one file into its staging table in the caller's transaction (not committed); returns
+    its rows, sha256 and bytes. A malformed file rolls back and raises BadInputError."""
+    hasher = hashlib.sha256()
+    table = sql.Identifier("staging", source.table)
+    with open(path, "rb") as handle:
+        header = read_header(path, source, handle)
+        hasher.update(header.raw)
+        reader = _HashingReader(handle, hasher)
+        copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, header.columns))
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s)),"
+                    " set_config('dwh.batch_id', %s, true),"
+                    " set_config('dwh.source_file', %s, true),"
+                    " setval(%s::regclass, 1, true)",
+                    (
+                        f"dwh.ingest.{source.table}",
+                        batch_id,
+                        str(path),
+                        f"staging.{source.table}_line_seq",
+                    ),
+                )
+                cur.copy_expert(copy.as_string(conn), reader, size=1 << 20)  # 1 MiB reads
+                rows = cur.rowcount
+        except (
+            psycopg2.DataError,
+            psycopg2.errors.BadCopyFileFormat,
+            psycopg2.IntegrityError,
+        ) as exc:
+            conn.rollback()
+            raise _copy_error(path, exc) from None
+        except psycopg2.Error:
+            conn.rollback()
+            raise
+    return rows, hasher.hexdigest(), len(header.raw) + reader.bytes
+
+
+def restore_lost_staging(
+    conn: psycopg2.extensions.connection, settings: Settings, log: logging.LoggerAdapter
+) -> list[dict]:
+    """Reload from their files the batches whose staged rows are gone; returns what it reloaded.
+
+    Staging is UNLOGGED (sql/ddl/20_staging.sql): PostgreSQL empties it when it recovers from a
+    crash (a promoted standby or a restored physical backup has it empty too), while
+    ops.ingested_files still records the files as loaded. staging.unlogged_canary is emptied with
+    it: then every recorded file with rows of which staging holds none is copied again from the
+    raw folder, after its sha256 and row count are checked against the record; a promoted batch
+    whose files are gone stays out of staging (production holds its rows), an unpromoted one is
+    an error. With the canary in place only the batches not yet promoted are looked at (one query
+    when there are none). Run by the stages that read staging, before they do.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM staging.unlogged_canary)")
+        intact = cur.fetchone()[0]
+        cur.execute(
+            "SELECT f.batch_id, f.file_name, f.table_name, f.sha256, f.row_count,"
+            " r.batch_id IS NOT NULL"
+            " FROM ops.ingested_files AS f"
+            " LEFT JOIN ops.reconciliation AS r"
+            "   ON r.table_name = f.table_name AND r.batch_id = f.batch_id"
+            " WHERE f.row_count > 0 AND (r.batch_id IS NULL OR NOT %s)"
+            " ORDER BY f.batch_id, f.file_name",
+            (intact,),
+        )
+        recorded = cur.fetchall()
+    restored: list[dict] = []
+    for batch_id, file_name, table, sha256, row_count, promoted in recorded:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE _batch_id = %s)").format(
+                    sql.Identifier("staging", table)
+                ),
+                (batch_id,),
+            )
+            if cur.fetchone()[0]:
+                continue
+        path = settings.raw_dir / batch_id / file_name
+        lost = (
+            f"staging.{table} no longer holds the {row_count} rows of {batch_id}/{file_name}"
+            f"{' (promoted)' if promoted else ', not promoted yet'}; staging is unlogged, and "
+            "PostgreSQL empties it when it recovers from a crash"
+        )
+        if not path.is_file():
+            if promoted:
+                log.warning("%s. %s is gone: they stay out of staging", lost, path)
+                continue
+            raise BadInputError(
+                f"{lost}. {path} is gone: put the file back in the batch folder and run again.",
+                stage=STAGE,
+                table=table,
+            )
+        rows, digest, _ = _copy_file(conn, path, SOURCE_BY_NAME[file_name], batch_id)
+        if (digest, rows) != (sha256, row_count):
+            conn.rollback()
+            raise BadInputError(
+                f"{lost}. {path} changed since it was loaded (sha256 {sha256[:12]}…, "
+                f"{row_count} rows then; {digest[:12]}…, {rows} rows now): put the loaded "
+                "version back and run again.",
+                stage=STAGE,
+                table=table,
+            )
+        conn.commit()
+        log.warning("%s: reloaded them from %s", lost, path)
+        restored.append({"batch_id": batch_id, "file": file_name, "rows": rows})
+    if not intact:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO staging.unlogged_canary DEFAULT VALUES")
+    conn.commit()
+    return restored
+
+
 def ingest_file(
     conn: psycopg2.extensions.connection,
     path: Path,
@@ -234,43 +352,7 @@ def ingest_file(
     started_ns = time.time_ns()
     # the stat can vouch for the file later only if it was last written well before this read
     trusted_mtime = stat.st_mtime_ns if stat.st_mtime_ns < started_ns - RACY_NS else None
-    hasher = hashlib.sha256()
-    table = sql.Identifier("staging", source.table)
-    with open(path, "rb") as handle:
-        header = read_header(path, source, handle)
-        hasher.update(header.raw)
-        reader = _HashingReader(handle, hasher)
-        copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, ENCODING 'UTF8')").format(
-            table, sql.SQL(", ").join(map(sql.Identifier, header.columns))
-        )
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s)),"
-                    " set_config('dwh.batch_id', %s, true),"
-                    " set_config('dwh.source_file', %s, true),"
-                    " setval(%s::regclass, 1, true)",
-                    (
-                        f"dwh.ingest.{source.table}",
-                        batch_id,
-                        str(path),
-                        f"staging.{source.table}_line_seq",
-                    ),
-                )
-                cur.copy_expert(copy.as_string(conn), reader, size=1 << 20)  # 1 MiB reads
-                rows = cur.rowcount
-        except (
-            psycopg2.DataError,
-            psycopg2.errors.BadCopyFileFormat,
-            psycopg2.IntegrityError,
-        ) as exc:
-            conn.rollback()
-            raise _copy_error(path, exc) from None
-        except psycopg2.Error:
-            conn.rollback()
-            raise
-    digest = hasher.hexdigest()
-    size = len(header.raw) + reader.bytes
+    rows, digest, size = _copy_file(conn, path, source, batch_id)
     if expected is not None:
         problem = None
         if expected.get("sha256") and expected["sha256"] != digest:
@@ -316,6 +398,7 @@ def ingest_file(
 
 
 def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
+    restored = restore_lost_staging(conn, settings, ctx.log)
     results: list[dict] = []
     for batch_dir in list_batches(settings.raw_dir):
         manifest = _load_manifest(batch_dir)
@@ -364,5 +447,6 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
             "files_loaded": len(loaded),
             "files_skipped": len(results) - len(loaded),
             "files": [r for r in results if r["status"] != "already_loaded"],
+            **({"staging_restored": restored} if restored else {}),
         },
     )

@@ -33,6 +33,7 @@ from dwh.contract import SOURCE_FILES
 from dwh.exceptions import ConfigError, QualityGateFailed
 from dwh.settings import PROJECT_ROOT, Settings
 from dwh.stage import RunContext, StageResult
+from dwh.stages.ingest import restore_lost_staging
 
 STAGE = "production"
 TABLES: tuple[str, ...] = tuple(f.table for f in SOURCE_FILES)  # parents before children
@@ -362,6 +363,7 @@ def write_summary(settings: Settings, summary: dict) -> Path:
 
 
 def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
+    restored = restore_lost_staging(conn, settings, ctx.log)
     critical = critical_rules(settings)
     lookups = load_lookups(conn, settings)
     conn.commit()
@@ -443,5 +445,6 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
             "resolved_from_quarantine": resolved,
             "quality_score": report["overall_score"],
             "quality_grade": report["grade"],
+            **({"staging_restored": restored} if restored else {}),
         },
     )

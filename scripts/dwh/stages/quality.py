@@ -18,12 +18,14 @@ import psycopg2
 from dwh import quality
 from dwh.settings import Settings
 from dwh.stage import RunContext, StageResult
+from dwh.stages.ingest import restore_lost_staging
 
 STAGE = "quality"
 LAYER = "staging"
 
 
 def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
+    restored = restore_lost_staging(conn, settings, ctx.log)
     report = quality.check_layer(
         conn,
         settings,
@@ -36,6 +38,8 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     scope = report["scopes"][LAYER]
     layer = report["layer_results"]
     details = {"layer": LAYER, "scope": scope["mode"]}
+    if restored:
+        details["staging_restored"] = restored
     if layer is None:  # nothing new: skipped (check_layer logged it)
         details.update(batches=[], checks=0, failed=[], skipped=scope["skipped"])
         return StageResult(rows_in=0, rows_out=0, details=details)
