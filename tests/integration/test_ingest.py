@@ -368,3 +368,19 @@ def test_a_database_from_before_gets_unlogged_staging_and_keeps_its_rows(setting
         assert cur.fetchall() == [("u",)]
     conn.rollback()
     assert _staged(conn) == before
+
+
+def test_each_file_numbers_its_lines_from_2_in_one_session(settings, conn) -> None:
+    # the line sequences hand out numbers from a per-session cache: the setval before each file
+    # must empty it, or the second file of the run would go on from the first one's numbers
+    row3 = "CUST0003,Cy,Oh,cy@x.com,555-0102,2024-03-01,Denver,CO,USA,18-25"
+    _write(settings.raw_dir / "batch_0001" / "customers.csv", f"{HEADER}\n{ROW1}\n{ROW2}\n")
+    _write(settings.raw_dir / "batch_0002" / "customers.csv", f"{HEADER}\n{row3}\n{ROW1}\n{ROW2}\n")
+    _ingest(settings)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT _batch_id, array_agg(_source_line ORDER BY _source_line)"
+            " FROM staging.customers GROUP BY 1 ORDER BY 1"
+        )
+        assert cur.fetchall() == [("batch_0001", [2, 3]), ("batch_0002", [2, 3, 4])]
+    conn.rollback()
