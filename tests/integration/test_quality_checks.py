@@ -316,3 +316,23 @@ def test_clean_data_is_all_accepted_with_score_100(db_url: str, make_settings) -
     assert set(dq["layers"]) == {"staging", "production"}
     assert set(dq["dimensions"]) == set(quality.DIMENSIONS)
     assert dq["gate"]["passed"] is True
+
+
+def test_unique_counts_every_duplicated_row_and_samples_the_smallest_keys(qc_conn) -> None:
+    # seven keys twice or more (in no order), two once: the sample is the five smallest keys
+    with qc_conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE qc.u (id text);"
+            " INSERT INTO qc.u SELECT 'k' || (g % 9) FROM generate_series(1, 16) AS g"
+            " UNION ALL VALUES ('k7'), (NULL), (NULL)"
+        )
+    (result,) = quality.run_checks(
+        qc_conn, _checks({"qc.u": {"key": ["id"], "columns": {"id": ["unique"]}}}), run_id=None
+    )
+    # k0..k8 from 16 rows: k1..k7 twice (k7 three times with the extra row), k0 and k8 once
+    assert (result.total_rows, result.failing_rows) == (17, 15)
+    assert result.sample == ["k1", "k2", "k3", "k4", "k5"]
+    with qc_conn.cursor() as cur:
+        cur.execute(result.query)
+        assert cur.fetchone() == (17, 15, ["k1", "k2", "k3", "k4", "k5"])
+    qc_conn.rollback()
