@@ -249,8 +249,8 @@ def restore_lost_staging(
     it: then every recorded file with rows of which staging holds none is copied again from the
     raw folder, after its sha256 and row count are checked against the record; a promoted batch
     whose files are gone stays out of staging (production holds its rows), an unpromoted one is
-    an error. With the canary in place only the batches not yet promoted are looked at (one query
-    when there are none). Run by the stages that read staging, before they do.
+    an error. With the canary in place only the batches not yet promoted are looked at (two small
+    queries when there are none). Run by the stages that read staging, before they do.
     """
     with conn.cursor() as cur:
         cur.execute("SELECT EXISTS (SELECT 1 FROM staging.unlogged_canary)")
