@@ -16,17 +16,43 @@ WHERE %(full)s
 INSERT INTO warehouse.agg_product_slices (
     product_id, category, customer_segment, lines, quantity, revenue, profit
 )
-SELECT p.product_id, p.category, m.customer_segment, count(*), sum(f.quantity),
-       sum(f.line_total), sum(f.profit)
-FROM warehouse.fact_sales f
-JOIN warehouse.dim_products p ON p.product_key = f.product_key
-JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
-LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = c.customer_id
-WHERE %(full)s
-   OR f.product_key = ANY (ARRAY(SELECT d.product_key FROM warehouse.dim_products d
-                                 JOIN _agg_products t ON t.product_id = d.product_id
-                                 WHERE t.recompute))
-GROUP BY p.product_id, p.category, m.customer_segment;
+SELECT x.product_id, x.category, x.customer_segment, sum(x.lines), sum(x.quantity),
+       sum(x.revenue), sum(x.profit)
+FROM (
+    -- full: every line with its customer's segment, looked up in a map of the customer versions
+    -- built once (OFFSET 0: not the metrics joined by customer_id to every line), sorted and
+    -- summed per product version (a bigint) and segment, then per product. At 10M lines the
+    -- lines joined to the dimensions and hashed per product, category and segment took
+    -- 25-27 s, this 11.6 s (1.4-1.6 s -> 1.0 s at 1M)
+    SELECT p.product_id, p.category, k.customer_segment, k.lines, k.quantity, k.revenue,
+           k.profit
+    FROM (
+        SELECT product_key, customer_segment, count(*) AS lines, sum(quantity) AS quantity,
+               sum(line_total) AS revenue, sum(profit) AS profit
+        FROM (SELECT f.product_key, s.customer_segment, f.quantity, f.line_total, f.profit
+              FROM warehouse.fact_sales f
+              JOIN (SELECT c.customer_key, m.customer_segment
+                    FROM warehouse.dim_customers c
+                    LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = c.customer_id
+                    OFFSET 0) s ON s.customer_key = f.customer_key
+              WHERE %(full)s
+              ORDER BY 1, 2) AS l
+        GROUP BY product_key, customer_segment
+    ) k
+    JOIN warehouse.dim_products p ON p.product_key = k.product_key
+    UNION ALL
+    -- a product to recompute: its lines, through the fact's product index
+    SELECT p.product_id, p.category, m.customer_segment, 1, f.quantity, f.line_total, f.profit
+    FROM warehouse.fact_sales f
+    JOIN warehouse.dim_products p ON p.product_key = f.product_key
+    JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
+    LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = c.customer_id
+    WHERE NOT %(full)s
+      AND f.product_key = ANY (ARRAY(SELECT d.product_key FROM warehouse.dim_products d
+                                     JOIN _agg_products t ON t.product_id = d.product_id
+                                     WHERE t.recompute))
+) x
+GROUP BY x.product_id, x.category, x.customer_segment;
 
 -- ── incremental: the delta of the products not recomputed ────────────────────────────────────
 CREATE TEMP TABLE _agg_product_delta ON COMMIT DROP AS
