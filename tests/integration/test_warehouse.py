@@ -303,11 +303,13 @@ def test_fact_foreign_keys_declared_and_enforced_before_postgresql_18(wh):
     assert {k[1] for k in keys} == {version < 180000}
 
 
-def test_fact_line_whose_dimension_row_vanishes_fails_the_load(wh):
+@pytest.mark.parametrize("full_refresh", [False, True], ids=["batch", "full_refresh"])
+def test_fact_line_whose_dimension_row_vanishes_fails_the_load(wh, full_refresh):
     """A line must never point at a missing dimension row. Here a trigger deletes the customer
-    version of each line as it is inserted: before PostgreSQL 18 the foreign key refuses it,
-    from 18 (foreign keys NOT ENFORCED) the fact load's own check does; the run fails and the
-    warehouse keeps its previous state either way."""
+    version of each line as it is inserted, in a batch and in a full refresh (which checks the
+    whole fact): before PostgreSQL 18 the foreign key refuses it, from 18 (foreign keys NOT
+    ENFORCED) the fact load's own check does; the run fails and the warehouse keeps its
+    previous state either way."""
     conn, settings = wh
     load_batch(conn, BATCH_1)
     run_stages(conn, settings)
@@ -336,7 +338,7 @@ def test_fact_line_whose_dimension_row_vanishes_fails_the_load(wh):
         else pytest.raises(psycopg2.errors.ForeignKeyViolation)
     )
     with refused_by:
-        run_stages(conn, settings, ("warehouse",))
+        run_stages(conn, settings, ("warehouse",), full_refresh=full_refresh)
     with conn.cursor() as cur:
         cur.execute("DROP TRIGGER drop_customer_versions ON warehouse.fact_sales")
     conn.commit()
