@@ -250,7 +250,9 @@ def restore_lost_staging(
     raw folder, after its sha256 and row count are checked against the record; a promoted batch
     whose files are gone stays out of staging (production holds its rows), an unpromoted one is
     an error. With the canary in place only the batches not yet promoted are looked at (two small
-    queries when there are none). Run by the stages that read staging, before they do.
+    queries when there are none). Run by each stage that reads staging, before it does, not once
+    per run: the server can crash between two stages of a run, and a stage retried on a fresh
+    connection after a restart finds staging emptied.
     """
     with conn.cursor() as cur:
         cur.execute("SELECT EXISTS (SELECT 1 FROM staging.unlogged_canary)")
