@@ -120,7 +120,7 @@ def test_citus_opt_in_is_inert_on_plain_postgresql(db_url, caplog):
 
 def test_settle_vacuums_and_writes_a_checkpoint_before_the_batch(db_url):
     """The 1 % batch is timed on a database in the state a next-day batch finds: its tables
-    vacuumed (all-visible pages) and a checkpoint behind it."""
+    vacuumed (all-visible pages) and analyzed, and a checkpoint behind it."""
     bench = _bench_module()
     conn = psycopg2.connect(db_url)
     conn.autocommit = True
@@ -136,11 +136,24 @@ def test_settle_vacuums_and_writes_a_checkpoint_before_the_batch(db_url):
             cur.execute("SELECT relallvisible FROM pg_class WHERE relname = 'bench_settle_probe'")
             assert cur.fetchone()[0] == 0
 
+            cur.execute("SELECT reltuples FROM pg_class WHERE relname = 'bench_settle_probe'")
+            assert cur.fetchone()[0] < 0  # never analyzed
+
             settled = bench.settle(db_url)
 
             assert set(settled) == {"vacuum_seconds", "checkpoint_seconds"}
-            cur.execute("SELECT relallvisible FROM pg_class WHERE relname = 'bench_settle_probe'")
-            assert cur.fetchone()[0] > 0
+            cur.execute(
+                "SELECT relallvisible, reltuples FROM pg_class WHERE relname = 'bench_settle_probe'"
+            )
+            all_visible, tuples = cur.fetchone()
+            assert all_visible > 0
+            # analyzed too (what autovacuum would do after a load before the next day's batch)
+            cur.execute(
+                "SELECT count(*) FROM pg_stats"
+                " WHERE tablename = 'bench_settle_probe' AND attname = 'id'"
+            )
+            assert cur.fetchone()[0] == 1
+            assert tuples == 10000
             cur.execute("SELECT checkpoint_lsn FROM pg_control_checkpoint()")
             assert cur.fetchone()[0] != checkpoint_before
             cur.execute("DROP TABLE bench_settle_probe")
