@@ -71,8 +71,10 @@ def _params(settings: Settings, full: bool) -> dict[str, object]:
 
 
 def _rows_written(conn: psycopg2.extensions.connection) -> dict[str, int]:
-    """Rows inserted or updated per aggregate table by this transaction (its own statistics: no
-    count of the tables, which would read millions of rows after a refresh that wrote a few)."""
+    """Rows inserted or updated per aggregate table by this session's statistics not yet sent
+    (no count of the tables, which would read millions of rows after a refresh that wrote a few).
+    Since PostgreSQL 15 they also hold the session's earlier transactions until it sends them,
+    which it does only between transactions: the stage takes the difference from its start."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT relname, n_tup_ins + n_tup_upd FROM pg_stat_xact_user_tables"
@@ -84,6 +86,7 @@ def _rows_written(conn: psycopg2.extensions.connection) -> dict[str, int]:
 
 
 def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContext) -> StageResult:
+    written_before = _rows_written(conn)
     touched = run_sql_file_row(
         conn, f"{SQL}/agg_refresh_keys.sql", {"full": ctx.options.full_refresh}
     )
@@ -106,7 +109,7 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         # autovacuum
         with bulk_load(conn, f"warehouse.{table}", enabled=full):
             run_sql_file_row(conn, f"{SQL}/{table}.sql", params)
-    rows = _rows_written(conn)
+    rows = {table: n - written_before[table] for table, n in _rows_written(conn).items()}
     with conn.cursor() as cur:
         cur.execute("DELETE FROM ops.warehouse_refresh_queue")
         queued = cur.rowcount
