@@ -274,42 +274,66 @@ COMMENT ON COLUMN warehouse.agg_product_performance.margin_pct IS 'profit / reve
 COMMENT ON COLUMN warehouse.agg_product_performance.avg_discount_pct IS 'Average discount_percentage over the order lines (unweighted), rounded to 2 decimals.';
 COMMENT ON COLUMN warehouse.agg_product_performance.transactions IS 'Distinct orders containing the product.';
 
-CREATE TABLE IF NOT EXISTS warehouse.agg_customer_metrics (
+-- agg_customer_metrics was a table until recency moved to read time: a batch with a new order
+-- date rewrote every customer's recency, score and RFM segment (at 10M lines 0.7 s of a 1 %
+-- batch, and a dead row per customer). Its stored columns are now agg_customer_totals, and
+-- agg_customer_metrics a view over it (below, with the same columns).
+DO $$
+BEGIN
+    IF (SELECT c.relkind FROM pg_class c
+        WHERE c.oid = to_regclass('warehouse.agg_customer_metrics')) = 'r' THEN
+        ALTER TABLE warehouse.agg_customer_metrics RENAME TO agg_customer_totals;
+        ALTER TABLE warehouse.agg_customer_totals
+            DROP COLUMN as_of_date, DROP COLUMN days_since_last_purchase,
+            DROP COLUMN recency_score, DROP COLUMN rfm_segment;
+        ALTER TABLE warehouse.agg_customer_totals
+            RENAME CONSTRAINT agg_customer_metrics_pkey TO agg_customer_totals_pkey;
+        ALTER INDEX IF EXISTS warehouse.agg_customer_metrics_first_idx
+            RENAME TO agg_customer_totals_first_idx;
+        ALTER INDEX IF EXISTS warehouse.agg_customer_metrics_last_idx
+            RENAME TO agg_customer_totals_last_idx;
+        ALTER INDEX IF EXISTS warehouse.agg_customer_metrics_spent_idx
+            RENAME TO agg_customer_totals_spent_idx;
+    END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS warehouse.agg_customer_totals (
     customer_id               text          PRIMARY KEY,
     transactions              integer       NOT NULL,
     total_spent               numeric(14,2) NOT NULL,
     avg_order_value           numeric(12,2) NOT NULL,
     first_purchase_date       date          NOT NULL,
     last_purchase_date        date          NOT NULL,
-    as_of_date                date,
-    days_since_last_purchase  integer,
-    recency_score             smallint CHECK (recency_score BETWEEN 1 AND 5),
     frequency_score           smallint NOT NULL CHECK (frequency_score BETWEEN 1 AND 5),
     monetary_score            smallint NOT NULL CHECK (monetary_score BETWEEN 1 AND 5),
-    rfm_segment               text,
     customer_segment          text     NOT NULL CHECK (customer_segment IN ('New', 'Regular', 'VIP')),
     state                     text,
     country                   text
 );
--- Every refresh that moves the as-of date (a new order day) rewrites the recency of every row;
--- half-empty pages let those updates stay on their page without index entries (HOT updates)
-ALTER TABLE warehouse.agg_customer_metrics SET (fillfactor = 50);
-CREATE INDEX IF NOT EXISTS agg_customer_metrics_first_idx
-    ON warehouse.agg_customer_metrics (first_purchase_date);
-COMMENT ON TABLE warehouse.agg_customer_metrics IS 'Purchase metrics, RFM scores and segments per customer (all versions of a customer_id together). Rules: docs/warehouse.md.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.customer_id IS 'Natural key of the customer.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.transactions IS 'Distinct orders.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.total_spent IS 'Sum of line_total.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.avg_order_value IS 'total_spent / transactions, rounded to cents.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.first_purchase_date IS 'Date of the first order.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.last_purchase_date IS 'Date of the latest order.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.as_of_date IS 'The last order date in fact_sales when recency was computed.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.days_since_last_purchase IS 'as_of_date - last_purchase_date, in days.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.recency_score IS 'R score 1-5 by config warehouse.rfm_recency_days (5 = most recent).';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.frequency_score IS 'F score 1-5 by config warehouse.rfm_frequency_orders (5 = most orders).';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.monetary_score IS 'M score 1-5 by config warehouse.rfm_monetary_spent (5 = highest spend).';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.rfm_segment IS 'Champions, Loyal, Promising, At Risk, Hibernating or Need Attention (rule: docs/warehouse.md).';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.customer_segment IS 'VIP (total_spent >= vip_min_total_spent), else Regular (transactions >= regular_min_transactions), else New.';
+-- fillfactor 50 kept room for the daily recency rewrite, gone with it
+ALTER TABLE warehouse.agg_customer_totals RESET (fillfactor);
+CREATE INDEX IF NOT EXISTS agg_customer_totals_first_idx
+    ON warehouse.agg_customer_totals (first_purchase_date);
+COMMENT ON TABLE warehouse.agg_customer_totals IS 'The stored columns of agg_customer_metrics (read that view): purchase totals, dates, F and M scores and segment per customer (all versions of a customer_id together). Rules: docs/warehouse.md.';
+COMMENT ON COLUMN warehouse.agg_customer_totals.customer_id IS 'Natural key of the customer.';
+COMMENT ON COLUMN warehouse.agg_customer_totals.transactions IS 'Distinct orders.';
+COMMENT ON COLUMN warehouse.agg_customer_totals.total_spent IS 'Sum of line_total.';
+COMMENT ON COLUMN warehouse.agg_customer_totals.avg_order_value IS 'total_spent / transactions, rounded to cents.';
+COMMENT ON COLUMN warehouse.agg_customer_totals.first_purchase_date IS 'Date of the first order.';
+COMMENT ON COLUMN warehouse.agg_customer_totals.last_purchase_date IS 'Date of the latest order.';
+COMMENT ON COLUMN warehouse.agg_customer_totals.frequency_score IS 'F score 1-5 by config warehouse.rfm_frequency_orders (5 = most orders).';
+COMMENT ON COLUMN warehouse.agg_customer_totals.monetary_score IS 'M score 1-5 by config warehouse.rfm_monetary_spent (5 = highest spend).';
+COMMENT ON COLUMN warehouse.agg_customer_totals.customer_segment IS 'VIP (total_spent >= vip_min_total_spent), else Regular (transactions >= regular_min_transactions), else New.';
+
+-- one row: what recency is measured from, refreshed by every aggregates stage
+CREATE TABLE IF NOT EXISTS warehouse.agg_recency_as_of (
+    id            smallint  PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    as_of_date    date,
+    recency_days  integer[] NOT NULL CHECK (cardinality(recency_days) = 4)
+);
+COMMENT ON TABLE warehouse.agg_recency_as_of IS 'One row: the as-of date and recency thresholds agg_customer_metrics computes recency with.';
+COMMENT ON COLUMN warehouse.agg_recency_as_of.id IS 'Always 1 (a single row).';
+COMMENT ON COLUMN warehouse.agg_recency_as_of.as_of_date IS 'The last order date in fact_sales (NULL while it has none).';
+COMMENT ON COLUMN warehouse.agg_recency_as_of.recency_days IS 'Config warehouse.rfm_recency_days: the most days since the last purchase for an R score of 5, 4, 3 and 2.';
 
 CREATE TABLE IF NOT EXISTS warehouse.agg_monthly_cohorts (
     cohort_month      date          NOT NULL,
@@ -407,12 +431,62 @@ END $$;
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
-                   WHERE table_schema = 'warehouse' AND table_name = 'agg_customer_metrics'
+                   WHERE table_schema = 'warehouse' AND table_name = 'agg_customer_totals'
                      AND column_name = 'state') THEN
-        ALTER TABLE warehouse.agg_customer_metrics ADD COLUMN state text, ADD COLUMN country text;
+        ALTER TABLE warehouse.agg_customer_totals ADD COLUMN state text, ADD COLUMN country text;
         INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
     END IF;
 END $$;
+COMMENT ON COLUMN warehouse.agg_customer_totals.state IS 'State of the customer''s current dimension row (dim_customers.is_current).';
+COMMENT ON COLUMN warehouse.agg_customer_totals.country IS 'Country of the customer''s current dimension row.';
+
+-- the stored columns plus recency, computed when read from the one row of agg_recency_as_of (a
+-- query that reads none of its columns does not read that table: the join is removed)
+CREATE OR REPLACE VIEW warehouse.agg_customer_metrics AS
+SELECT customer_id, transactions, total_spent, avg_order_value, first_purchase_date,
+       last_purchase_date, as_of_date, days_since_last_purchase, recency_score,
+       frequency_score, monetary_score,
+       CASE
+           WHEN recency_score IS NULL THEN NULL
+           WHEN recency_score >= 4 AND frequency_score >= 4 AND monetary_score >= 4
+               THEN 'Champions'
+           WHEN recency_score >= 3 AND frequency_score >= 3 THEN 'Loyal'
+           WHEN recency_score >= 4 THEN 'Promising'
+           WHEN recency_score <= 2 AND frequency_score >= 3 THEN 'At Risk'
+           WHEN recency_score <= 2 THEN 'Hibernating'
+           ELSE 'Need Attention'
+       END AS rfm_segment,
+       customer_segment, state, country
+FROM (
+    SELECT t.customer_id, t.transactions, t.total_spent, t.avg_order_value,
+           t.first_purchase_date, t.last_purchase_date, a.as_of_date,
+           a.as_of_date - t.last_purchase_date AS days_since_last_purchase,
+           (CASE
+                WHEN a.as_of_date IS NULL THEN NULL
+                WHEN a.as_of_date - t.last_purchase_date <= a.recency_days[1] THEN 5
+                WHEN a.as_of_date - t.last_purchase_date <= a.recency_days[2] THEN 4
+                WHEN a.as_of_date - t.last_purchase_date <= a.recency_days[3] THEN 3
+                WHEN a.as_of_date - t.last_purchase_date <= a.recency_days[4] THEN 2
+                ELSE 1
+            END)::smallint AS recency_score,
+           t.frequency_score, t.monetary_score, t.customer_segment, t.state, t.country
+    FROM warehouse.agg_customer_totals t
+    LEFT JOIN warehouse.agg_recency_as_of a ON a.id = 1
+) r;
+COMMENT ON VIEW warehouse.agg_customer_metrics IS 'Purchase metrics, RFM scores and segments per customer (all versions of a customer_id together): agg_customer_totals with recency as of agg_recency_as_of. Rules: docs/warehouse.md.';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.customer_id IS 'Natural key of the customer.';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.transactions IS 'Distinct orders.';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.total_spent IS 'Sum of line_total.';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.avg_order_value IS 'total_spent / transactions, rounded to cents.';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.first_purchase_date IS 'Date of the first order.';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.last_purchase_date IS 'Date of the latest order.';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.as_of_date IS 'The last order date in fact_sales, which recency is counted from.';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.days_since_last_purchase IS 'as_of_date - last_purchase_date, in days.';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.recency_score IS 'R score 1-5 by config warehouse.rfm_recency_days (5 = most recent).';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.frequency_score IS 'F score 1-5 by config warehouse.rfm_frequency_orders (5 = most orders).';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.monetary_score IS 'M score 1-5 by config warehouse.rfm_monetary_spent (5 = highest spend).';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.rfm_segment IS 'Champions, Loyal, Promising, At Risk, Hibernating or Need Attention (rule: docs/warehouse.md).';
+COMMENT ON COLUMN warehouse.agg_customer_metrics.customer_segment IS 'VIP (total_spent >= vip_min_total_spent), else Regular (transactions >= regular_min_transactions), else New.';
 COMMENT ON COLUMN warehouse.agg_customer_metrics.state IS 'State of the customer''s current dimension row (dim_customers.is_current).';
 COMMENT ON COLUMN warehouse.agg_customer_metrics.country IS 'Country of the customer''s current dimension row.';
 -- revenue_rank was stored until a refresh had to rewrite most products' ranks; ranked at read

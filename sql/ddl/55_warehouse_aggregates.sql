@@ -125,8 +125,8 @@ COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.revenue IS 'Sum of 
 COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.active_days IS 'The order dates in this state (adjacent days merged into ranges).';
 
 -- the recency filter of the dashboard's customer counts
-CREATE INDEX IF NOT EXISTS agg_customer_metrics_last_idx
-    ON warehouse.agg_customer_metrics (last_purchase_date);
+CREATE INDEX IF NOT EXISTS agg_customer_totals_last_idx
+    ON warehouse.agg_customer_totals (last_purchase_date);
 
 -- the top and bottom products by profit (sql/queries/product_profitability.sql): a scan of
 -- either end of this index, and the rank of a product as a count of the index entries before it
@@ -138,8 +138,8 @@ CREATE INDEX IF NOT EXISTS agg_product_performance_profit_idx
 -- order
 CREATE INDEX IF NOT EXISTS agg_product_performance_revenue_idx
     ON warehouse.agg_product_performance (revenue DESC, product_id);
-CREATE INDEX IF NOT EXISTS agg_customer_metrics_spent_idx
-    ON warehouse.agg_customer_metrics (total_spent DESC, customer_id);
+CREATE INDEX IF NOT EXISTS agg_customer_totals_spent_idx
+    ON warehouse.agg_customer_totals (total_spent DESC, customer_id);
 
 -- ─── agg_product_slices: per product x category x customer segment, over all dates ────────
 -- what the dashboard's top products read over the whole range with a category or segment filter

@@ -815,14 +815,39 @@ def test_a_customer_without_a_state_changing_segment_moves_its_category_set_row(
     assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
 
 
+# agg_customer_metrics as a table with recency stored (before recency moved to read time), built
+# from the current schema: the stored columns renamed back, the view's values copied in
+OLDER_CUSTOMER_METRICS = """
+CREATE TABLE warehouse.older_metrics AS SELECT * FROM warehouse.agg_customer_metrics;
+DROP VIEW warehouse.agg_customer_metrics;
+DROP TABLE warehouse.agg_recency_as_of;
+ALTER TABLE warehouse.agg_customer_totals RENAME TO agg_customer_metrics;
+ALTER TABLE warehouse.agg_customer_metrics
+    RENAME CONSTRAINT agg_customer_totals_pkey TO agg_customer_metrics_pkey;
+ALTER INDEX warehouse.agg_customer_totals_first_idx RENAME TO agg_customer_metrics_first_idx;
+ALTER INDEX warehouse.agg_customer_totals_last_idx RENAME TO agg_customer_metrics_last_idx;
+ALTER INDEX warehouse.agg_customer_totals_spent_idx RENAME TO agg_customer_metrics_spent_idx;
+ALTER TABLE warehouse.agg_customer_metrics
+    ADD COLUMN as_of_date date, ADD COLUMN days_since_last_purchase integer,
+    ADD COLUMN recency_score smallint, ADD COLUMN rfm_segment text;
+UPDATE warehouse.agg_customer_metrics m
+SET as_of_date = o.as_of_date, days_since_last_purchase = o.days_since_last_purchase,
+    recency_score = o.recency_score, rfm_segment = o.rfm_segment
+FROM warehouse.older_metrics o
+WHERE o.customer_id = m.customer_id;
+DROP TABLE warehouse.older_metrics
+"""
+
+
 @pytest.mark.parametrize(
     "older_schema",
     [
         # before agg_product_performance kept lines and discount_sum (and the queue item_id)
         "ALTER TABLE warehouse.agg_product_performance DROP COLUMN lines,"
         " DROP COLUMN discount_sum; ALTER TABLE ops.warehouse_refresh_queue DROP COLUMN item_id",
-        # before agg_customer_metrics kept the current state and country
-        "ALTER TABLE warehouse.agg_customer_metrics DROP COLUMN state, DROP COLUMN country",
+        # before agg_customer_metrics kept the current state and country (and was a table)
+        OLDER_CUSTOMER_METRICS
+        + "; ALTER TABLE warehouse.agg_customer_metrics DROP COLUMN state, DROP COLUMN country",
         # before the slices summed over states
         "DROP TABLE warehouse.agg_sales_slices_any_state,"
         " warehouse.agg_order_category_sets_any_state",
@@ -861,6 +886,74 @@ def test_a_database_from_before_new_aggregates_is_upgraded_and_rebuilt(wh, older
     assert table_checksums(conn) == expected
     db.apply_ddl(conn)  # applied again: nothing queued
     assert scalar(conn, "SELECT count(*) FROM ops.warehouse_refresh_queue") == 0
+
+
+def test_a_database_with_recency_stored_is_upgraded_without_a_rebuild(wh):
+    """agg_customer_metrics was a table holding recency: applying the DDL keeps its stored
+    columns as agg_customer_totals (nothing rebuilt), and the next run, with nothing new, writes
+    the as-of row, after which the view reads as the table did."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    expected = table_checksums(conn)
+    before = fetch(conn, "SELECT * FROM warehouse.agg_customer_metrics ORDER BY customer_id")
+    with conn.cursor() as cur:
+        cur.execute(OLDER_CUSTOMER_METRICS)
+    conn.commit()
+    db.apply_ddl(conn)
+    assert scalar(conn, "SELECT count(*) FROM ops.warehouse_refresh_queue") == 0
+    result = run_stages(conn, settings)
+    assert result["aggregates"].details["touched"]["customers"] == 0
+    assert (
+        fetch(conn, "SELECT * FROM warehouse.agg_customer_metrics ORDER BY customer_id") == before
+    )
+    assert table_checksums(conn) == expected
+
+
+def test_a_new_order_date_rewrites_only_the_customers_it_touches(wh):
+    """A day's batch moves the as-of date: recency, its score and the RFM segment change for
+    every customer, but only the customer who ordered gets a row written (recency is computed
+    when agg_customer_metrics is read); the tables equal a full rebuild."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    days_before = dict(
+        fetch(
+            conn, "SELECT customer_id, days_since_last_purchase FROM warehouse.agg_customer_metrics"
+        )
+    )
+    day = dt.date(2024, 3, 12)  # two days after batch 2's last order date
+    result = _load_and_run_day(
+        conn,
+        settings,
+        day,
+        transactions=[Transaction("T30", "C4", day, "UPI")],
+        items=[Item("I30", "T30", "P2", 1, D("20.00"), D("0"))],
+    )
+    assert result["aggregates"].details["rows_written"]["agg_customer_totals"] == 1
+    assert scalar(conn, "SELECT as_of_date FROM warehouse.agg_recency_as_of") == day
+    days_after = dict(
+        fetch(
+            conn, "SELECT customer_id, days_since_last_purchase FROM warehouse.agg_customer_metrics"
+        )
+    )
+    assert days_after.pop("C4") == 0
+    assert days_after == {c: d + 2 for c, d in days_before.items() if c != "C4"}
+    assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
+
+
+def test_changed_recency_thresholds_apply_at_the_next_run(wh):
+    """The recency thresholds of config are read at every run, even with nothing new to load."""
+    conn, settings = wh
+    _load_both(conn, settings)
+    scores = fetch(conn, "SELECT DISTINCT recency_score FROM warehouse.agg_customer_metrics")
+    assert scores == [(5,)]  # every order within the default 30 days of the last
+    strict = replace(settings, warehouse=replace(settings.warehouse, rfm_recency_days=(0, 1, 2, 3)))
+    run_stages(conn, strict)
+    assert fetch(
+        conn,
+        "SELECT DISTINCT recency_score FROM warehouse.agg_customer_metrics"
+        " WHERE days_since_last_purchase > 3",
+    ) == [(1,)]
+    assert scalar(conn, "SELECT recency_days FROM warehouse.agg_recency_as_of") == [0, 1, 2, 3]
 
 
 def test_facts_already_loaded_move_to_a_version_that_now_covers_their_date(
@@ -1067,7 +1160,7 @@ def test_bi_reader_reads_everything_and_writes_nothing(wh):
         " VALUES ('Gift Card', 'Online')",
         "UPDATE warehouse.fact_sales SET quantity = 0",
         "DELETE FROM warehouse.agg_daily_sales",
-        "TRUNCATE warehouse.agg_customer_metrics",
+        "TRUNCATE warehouse.agg_customer_totals",
         "CREATE TABLE warehouse.mine (x int)",
         "DROP VIEW warehouse.v_sales",
         "SELECT count(*) FROM production.customers",
@@ -1123,7 +1216,7 @@ def test_failed_aggregates_stage_leaves_the_queue_and_the_next_run_completes(wh,
 
     def failing(conn_, relative, params):
         result = real(conn_, relative, params)
-        if relative.endswith("agg_customer_metrics.sql"):
+        if relative.endswith("agg_customer_totals.sql"):
             raise RuntimeError("killed mid-stage")
         return result
 

@@ -365,12 +365,15 @@ NATURAL = {
 def table_checksums(
     conn: psycopg2.extensions.connection, tables: Iterable[str] | None = None
 ) -> dict[str, tuple[int, str]]:
-    """(rows, md5 of the rows in a stable order) per warehouse table, volatile columns left out."""
+    """(rows, md5 of the rows in a stable order) per warehouse table, and the agg_customer_metrics
+    view (its recency is computed when read), volatile columns left out."""
     with conn.cursor() as cur:
         if tables is None:
             cur.execute(
                 "SELECT table_name FROM information_schema.tables"
-                " WHERE table_schema = 'warehouse' AND table_type = 'BASE TABLE' ORDER BY 1"
+                " WHERE table_schema = 'warehouse'"
+                " AND (table_type = 'BASE TABLE' OR table_name = 'agg_customer_metrics')"
+                " ORDER BY 1"
             )
             tables = [r[0] for r in cur.fetchall()]
         out = {}

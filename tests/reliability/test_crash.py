@@ -80,8 +80,8 @@ POINTS = [
         "ops.warehouse_refresh_queue", "AFTER", "INSERT", None, "warehouse",
     ),
     (
-        "aggregates: agg_customer_metrics recomputed, before commit",
-        "warehouse.agg_customer_metrics", "AFTER", "INSERT", None, "aggregates",
+        "aggregates: agg_customer_totals recomputed, before commit",
+        "warehouse.agg_customer_totals", "AFTER", "INSERT", None, "aggregates",
     ),
     (
         "between stages: aggregates recorded, analytics not started",

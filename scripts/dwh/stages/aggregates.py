@@ -5,9 +5,10 @@ or changes, in the same transaction as the facts (ops.warehouse_refresh_queue). 
 one transaction, locks the queue, refreshes only the touched keys of each aggregate and empties
 the queue: a key named only by inserted lines gets their sums added to its stored row, a key
 named by a changed line or dimension is recomputed from fact_sales (agg_refresh_keys.sql).
-Values that depend on all rows (recency as of the last order date, cohort sizes) are re-derived
-from the aggregates themselves, never from the facts; product revenue ranks are not stored
-(the queries rank at read time). With --full-refresh, or when the warehouse stage queued a full
+Values that depend on all rows are re-derived from the aggregates themselves, never from the
+facts (cohort sizes), or not stored: recency as of the last order date is computed when
+agg_customer_metrics (a view over agg_customer_totals) is read, from the one row of
+agg_recency_as_of that every run refreshes, and product revenue ranks are ranked at read time. With --full-refresh, or when the warehouse stage queued a full
 rebuild, every aggregate is rebuilt from fact_sales; both paths give the same tables
 (tests/integration/test_warehouse*.py). Details: docs/warehouse.md.
 """
@@ -23,7 +24,7 @@ from dwh.stages.warehouse import SQL
 
 STAGE = "aggregates"
 
-# Refresh order matters: cohorts read the first purchase dates of agg_customer_metrics; the
+# Refresh order matters: cohorts read the first purchase dates of agg_customer_totals; the
 # slices read its segments, and agg_customer_slices the per-order rows agg_sales_slices leaves
 # (and, with agg_order_category_sets and agg_product_slices, its segment moves); each *_any_state
 # table sums what its table just refreshed over states, agg_customer_slices_any_category over
@@ -33,7 +34,7 @@ AGGREGATES: tuple[str, ...] = (
     "agg_payment_method_daily",
     "agg_discount_daily",
     "agg_product_performance",
-    "agg_customer_metrics",
+    "agg_customer_totals",
     "agg_monthly_cohorts",
     "agg_sales_slices",
     "agg_sales_slices_any_state",
@@ -91,10 +92,12 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         conn, f"{SQL}/agg_refresh_keys.sql", {"full": ctx.options.full_refresh}
     )
     full = ctx.options.full_refresh or bool(touched["full_refresh_queued"])
+    params = _params(settings, full)
     if not full and not any(touched[k] for k in ("dates", "products", "customers")):
+        # the recency thresholds of config may have changed
+        run_sql_file_row(conn, f"{SQL}/agg_recency_as_of.sql", params)
         ctx.log.info("nothing queued: aggregates are up to date")
         return StageResult(details={"full_refresh": False, "touched": touched})
-    params = _params(settings, full)
     use_bulk_work_mem(conn)
     if full:  # statistics for the joins of the whole fact, unless the load just took them
         analyze_stale(
@@ -109,6 +112,7 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         # autovacuum
         with bulk_load(conn, f"warehouse.{table}", enabled=full):
             run_sql_file_row(conn, f"{SQL}/{table}.sql", params)
+    run_sql_file_row(conn, f"{SQL}/agg_recency_as_of.sql", params)
     rows = {table: n - written_before[table] for table, n in _rows_written(conn).items()}
     with conn.cursor() as cur:
         cur.execute("DELETE FROM ops.warehouse_refresh_queue")

@@ -7,7 +7,7 @@
 -- their sums added in place: its rows of the categories and states of those lines are updated
 -- (or inserted when new), and its other rows change only when its segment did; a day's batch so
 -- writes the rows it adds to, not every row of every customer it touches.
--- Parameter: full. Runs after agg_customer_metrics and agg_sales_slices (its _agg_seg_moves).
+-- Parameter: full. Runs after agg_customer_totals and agg_sales_slices (its _agg_seg_moves).
 
 DROP TABLE IF EXISTS _agg_customer_slices_added;
 
@@ -44,7 +44,7 @@ FROM (
     LEFT JOIN warehouse.dim_date d ON d.date_key = y.date_key
     GROUP BY y.customer_id, y.category, y.state
 ) g
-LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = g.customer_id;
+LEFT JOIN warehouse.agg_customer_totals m ON m.customer_id = g.customer_id;
 
 -- ── customers with only inserted lines: add their sums ────────────────────────────────────────
 CREATE TEMP TABLE _agg_customer_slices_added ON COMMIT DROP AS
@@ -57,7 +57,7 @@ SELECT a.customer_id, a.category, a.state, m.customer_segment,
 FROM _agg_added a
 JOIN _agg_customers k ON k.customer_id = a.customer_id AND NOT k.recompute
 LEFT JOIN warehouse.dim_date d ON d.date_key = a.date_key
-LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = a.customer_id
+LEFT JOIN warehouse.agg_customer_totals m ON m.customer_id = a.customer_id
 WHERE NOT %(full)s
 GROUP BY a.customer_id, a.category, a.state, m.customer_segment;
 

@@ -1,7 +1,7 @@
 -- agg_daily_sales: delete the touched dates, insert them again from fact_sales.
 -- First builds _agg_order_cat, the one pass over the fact that the date-keyed aggregates share
 -- (agg_daily_sales, agg_payment_method_daily, agg_sales_slices) and that a full rebuild also
--- sums agg_customer_metrics, agg_monthly_cohorts and agg_customer_slices from: one row per order
+-- sums agg_customer_totals, agg_monthly_cohorts and agg_customer_slices from: one row per order
 -- x category of the touched dates (every date with full), with the order's customer, state and
 -- payment method, its lines' sums, and is_first: true on exactly one row per order, that of its
 -- first category (the smallest in byte order; NULL only when none of its lines has one). Counting is_first

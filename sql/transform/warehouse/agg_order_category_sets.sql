@@ -8,7 +8,7 @@
 -- one row per order x category of the touched dates, every date with full). Like
 -- agg_sales_slices, a touched customer whose segment changed moves its orders on other dates from
 -- the old segment's rows to the new one's, as a delta read through the fact's customer index.
--- Segment: the customer's current one, so this runs after agg_customer_metrics (and after
+-- Segment: the customer's current one, so this runs after agg_customer_totals (and after
 -- agg_sales_slices, whose _agg_moved_lines holds the lines of the customers whose segment changed).
 -- Parameter: full (every date). Returns the customers whose orders moved.
 
@@ -32,7 +32,7 @@ FROM (
     GROUP BY s.date_key, s.transaction_id, s.customer_id, s.state, s.payment_method_key
     HAVING count(s.category) >= 2
 ) o
-LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = o.customer_id
+LEFT JOIN warehouse.agg_customer_totals m ON m.customer_id = o.customer_id
 GROUP BY o.date_key, o.categories, o.state, m.customer_segment, o.payment_method_key
 -- stored in date order, so that a range of days reads its own pages, not every page
 ORDER BY o.date_key;

@@ -1,6 +1,6 @@
 -- agg_product_slices: per product x category x customer segment over all dates (category of the
 -- product version the lines point at; segment: the customer's current one, so this runs after
--- agg_customer_metrics, and after agg_sales_slices, whose moved lines it reads).
+-- agg_customer_totals, and after agg_sales_slices, whose moved lines it reads).
 -- A product to recompute (agg_refresh_keys.sql) is deleted and summed again from its lines. The
 -- other changes are added to the stored rows in place as one delta: the inserted lines of the
 -- other products, and the already counted lines of customers whose segment changed, moved from
@@ -33,7 +33,7 @@ FROM (
               FROM warehouse.fact_sales f
               JOIN (SELECT c.customer_key, m.customer_segment
                     FROM warehouse.dim_customers c
-                    LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = c.customer_id
+                    LEFT JOIN warehouse.agg_customer_totals m ON m.customer_id = c.customer_id
                     OFFSET 0) s ON s.customer_key = f.customer_key
               WHERE %(full)s
               ORDER BY 1, 2) AS l
@@ -46,7 +46,7 @@ FROM (
     FROM warehouse.fact_sales f
     JOIN warehouse.dim_products p ON p.product_key = f.product_key
     JOIN warehouse.dim_customers c ON c.customer_key = f.customer_key
-    LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = c.customer_id
+    LEFT JOIN warehouse.agg_customer_totals m ON m.customer_id = c.customer_id
     WHERE NOT %(full)s
       AND f.product_key = ANY (ARRAY(SELECT d.product_key FROM warehouse.dim_products d
                                      JOIN _agg_products t ON t.product_id = d.product_id
@@ -64,7 +64,7 @@ FROM (
            a.line_total AS revenue, a.profit
     FROM _agg_added a
     JOIN _agg_products t ON t.product_id = a.product_id AND NOT t.recompute
-    LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = a.customer_id
+    LEFT JOIN warehouse.agg_customer_totals m ON m.customer_id = a.customer_id
     WHERE NOT %(full)s
     UNION ALL
     -- their lines counted before, of customers whose segment changed (_agg_moved_lines,

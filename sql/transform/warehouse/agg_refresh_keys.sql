@@ -77,7 +77,7 @@ FROM (
     ) k
     GROUP BY k.customer_id
 ) q
-LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = q.customer_id;
+LEFT JOIN warehouse.agg_customer_totals m ON m.customer_id = q.customer_id;
 
 -- months in which a touched customer's activity changed; recompute: a row without item_id (a
 -- changed line, a dimension overwrite) names it, not only inserted lines

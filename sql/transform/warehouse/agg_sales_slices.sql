@@ -1,6 +1,6 @@
 -- agg_sales_slices: sales per day x category x state x segment x payment method (the slices the
 -- dashboard's filters read). Category and state: of the versions the lines point at; segment:
--- the customer's current one, so this runs after agg_customer_metrics.
+-- the customer's current one, so this runs after agg_customer_totals.
 -- Touched dates are deleted and inserted again from fact_sales. A touched customer whose segment
 -- changed also has lines on other dates: those lines did not change (a changed line queues its
 -- dates), so their sums move from the old segment's slices to the new one's (a delta, read
@@ -23,14 +23,14 @@ SELECT s.date_key, s.category, s.state, m.customer_segment, s.payment_method_key
        sum(s.lines), sum(s.quantity), sum(s.revenue), sum(s.profit),
        count(*), count(*) FILTER (WHERE s.is_first)
 FROM _agg_order_cat s
-LEFT JOIN warehouse.agg_customer_metrics m ON m.customer_id = s.customer_id
+LEFT JOIN warehouse.agg_customer_totals m ON m.customer_id = s.customer_id
 GROUP BY s.date_key, s.category, s.state, m.customer_segment, s.payment_method_key;
 
 -- ── segment moves (incremental only): lines on untouched dates change slice ────────────────
 CREATE TEMP TABLE _agg_seg_moves ON COMMIT DROP AS
 SELECT k.customer_id, k.old_segment, m.customer_segment AS new_segment
 FROM _agg_customers k
-JOIN warehouse.agg_customer_metrics m ON m.customer_id = k.customer_id
+JOIN warehouse.agg_customer_totals m ON m.customer_id = k.customer_id
 WHERE NOT %(full)s
   AND k.old_segment IS NOT NULL
   AND k.old_segment IS DISTINCT FROM m.customer_segment;

@@ -153,12 +153,12 @@ SELECT DISTINCT m.date_key, m.customer_id, p.product_id
 FROM moved m
 JOIN warehouse.dim_products p ON p.product_key = m.product_key;
 
--- ── customers whose current state or country now differs from the one agg_customer_metrics
+-- ── customers whose current state or country now differs from the one agg_customer_totals
 -- keeps (a new version, an overwrite, a completed inferred member) are queued (without
 -- item_id: recomputed), unless the aggregates are rebuilt anyway ───────────────────────────
 INSERT INTO ops.warehouse_refresh_queue (customer_id)
 SELECT m.customer_id
-FROM warehouse.agg_customer_metrics m
+FROM warehouse.agg_customer_totals m
 JOIN warehouse.dim_customers d ON d.customer_id = m.customer_id AND d.is_current
 WHERE NOT %(full_refresh)s
   AND m.customer_id = ANY (ARRAY(SELECT customer_id FROM _wh_chg_customers
