@@ -240,9 +240,11 @@ daily AS (
 )
 
 # Customers passing the state and segment filters, with their current state (stored on
-# agg_customer_metrics with their other metrics: no join of the dimension).
+# agg_customer_metrics with their other metrics: no join of the dimension). Not materialized: a
+# statement reading it twice reads only the columns each use needs (the view computes recency
+# for every row it returns, which the LTV distribution does not read).
 _CUSTOMERS = """
-customers AS (
+customers AS NOT MATERIALIZED (
     SELECT m.*
     FROM warehouse.agg_customer_metrics AS m
     WHERE (%(states)s::text[] IS NULL OR m.state = ANY (%(states)s::text[]))
