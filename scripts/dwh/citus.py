@@ -31,8 +31,17 @@ REFERENCE_TABLES: tuple[str, ...] = (
     "warehouse.agg_payment_method_daily",
     "warehouse.agg_discount_daily",
     "warehouse.agg_product_performance",
-    "warehouse.agg_customer_metrics",
+    "warehouse.agg_customer_totals",
+    "warehouse.agg_recency_as_of",
     "warehouse.agg_monthly_cohorts",
+    "warehouse.agg_sales_slices",
+    "warehouse.agg_sales_slices_any_state",
+    "warehouse.agg_customer_slices",
+    "warehouse.agg_customer_slices_any_category",
+    "warehouse.agg_order_category_sets",
+    "warehouse.agg_order_category_sets_any_state",
+    "warehouse.agg_product_slices",
+    "warehouse.agg_product_slicer_totals",
 )
 # Columns of fact_sales that never change once a line is loaded (an update may not move a row
 # to another shard): the natural key, and the line's transaction.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from dwh import citus
 from dwh.exceptions import ConfigError
 from dwh.settings import CitusSettings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _text(statements) -> list[str]:
@@ -125,3 +129,12 @@ def test_enabled_without_the_extension_logs_and_skips(caplog):
     assert result == {"enabled": True, "skipped": "citus extension not installed"}
     assert len(conn.executed) == 1 and "pg_extension" in conn.executed[0]
     assert "citus extension is not installed" in caplog.text
+
+
+def test_every_warehouse_table_is_the_fact_or_a_reference_table():
+    """A table added to the warehouse DDL gets a place in the distribution (views, such as
+    agg_customer_metrics, follow the tables they read)."""
+    ddl = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "sql" / "ddl").glob("*.sql"))
+    created = set(re.findall(r"CREATE TABLE IF NOT EXISTS (warehouse\.\w+)", ddl))
+    assert "warehouse.agg_customer_totals" in created
+    assert created == set(citus.REFERENCE_TABLES) | {citus.FACT_TABLE}
