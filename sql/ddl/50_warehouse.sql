@@ -474,21 +474,25 @@ FROM (
     LEFT JOIN warehouse.agg_recency_as_of a ON a.id = 1
 ) r;
 COMMENT ON VIEW warehouse.agg_customer_metrics IS 'Purchase metrics, RFM scores and segments per customer (all versions of a customer_id together): agg_customer_totals with recency as of agg_recency_as_of. Rules: docs/warehouse.md.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.customer_id IS 'Natural key of the customer.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.transactions IS 'Distinct orders.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.total_spent IS 'Sum of line_total.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.avg_order_value IS 'total_spent / transactions, rounded to cents.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.first_purchase_date IS 'Date of the first order.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.last_purchase_date IS 'Date of the latest order.';
+-- the columns it takes from agg_customer_totals carry that table's descriptions
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN
+        SELECT a.attname, col_description(a.attrelid, a.attnum) AS description
+        FROM pg_attribute a
+        WHERE a.attrelid = 'warehouse.agg_customer_totals'::regclass AND a.attnum > 0
+          AND NOT a.attisdropped
+    LOOP
+        EXECUTE format('COMMENT ON COLUMN warehouse.agg_customer_metrics.%I IS %L',
+                       c.attname, c.description);
+    END LOOP;
+END $$;
 COMMENT ON COLUMN warehouse.agg_customer_metrics.as_of_date IS 'The last order date in fact_sales, which recency is counted from.';
 COMMENT ON COLUMN warehouse.agg_customer_metrics.days_since_last_purchase IS 'as_of_date - last_purchase_date, in days.';
 COMMENT ON COLUMN warehouse.agg_customer_metrics.recency_score IS 'R score 1-5 by config warehouse.rfm_recency_days (5 = most recent).';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.frequency_score IS 'F score 1-5 by config warehouse.rfm_frequency_orders (5 = most orders).';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.monetary_score IS 'M score 1-5 by config warehouse.rfm_monetary_spent (5 = highest spend).';
 COMMENT ON COLUMN warehouse.agg_customer_metrics.rfm_segment IS 'Champions, Loyal, Promising, At Risk, Hibernating or Need Attention (rule: docs/warehouse.md).';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.customer_segment IS 'VIP (total_spent >= vip_min_total_spent), else Regular (transactions >= regular_min_transactions), else New.';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.state IS 'State of the customer''s current dimension row (dim_customers.is_current).';
-COMMENT ON COLUMN warehouse.agg_customer_metrics.country IS 'Country of the customer''s current dimension row.';
 -- revenue_rank was stored until a refresh had to rewrite most products' ranks; ranked at read
 ALTER TABLE warehouse.agg_product_performance DROP COLUMN IF EXISTS revenue_rank;
 COMMENT ON COLUMN warehouse.agg_product_performance.lines IS 'Order lines (kept so that a refresh can add a batch''s lines to the averages).';
