@@ -8,9 +8,10 @@ named by a changed line or dimension is recomputed from fact_sales (agg_refresh_
 Values that depend on all rows are re-derived from the aggregates themselves, never from the
 facts (cohort sizes), or not stored: recency as of the last order date is computed when
 agg_customer_metrics (a view over agg_customer_totals) is read, from the one row of
-agg_recency_as_of that every run refreshes, and product revenue ranks are ranked at read time. With --full-refresh, or when the warehouse stage queued a full
-rebuild, every aggregate is rebuilt from fact_sales; both paths give the same tables
-(tests/integration/test_warehouse*.py). Details: docs/warehouse.md.
+agg_recency_as_of that every run refreshes, and product revenue ranks are ranked at read time.
+With --full-refresh, or when the warehouse stage queued a full rebuild, every aggregate is
+rebuilt from fact_sales; both paths give the same tables (tests/integration/test_warehouse*.py).
+Details: docs/warehouse.md.
 """
 
 from __future__ import annotations
