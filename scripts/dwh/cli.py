@@ -445,11 +445,15 @@ def run_guarded(command: Callable[[], int]) -> int:
         # or a bug): one line on the console, the traceback in the log file (and with -v).
         log.debug("the database refused a statement", exc_info=True)
         reason = first_line(exc)
+        detail = exc.diag.message_detail  # e.g. the objects that depend on one being dropped
+        if detail:
+            reason += f" ({'; '.join(detail.splitlines())})"
         print(
             f"error: the database refused a statement: {reason}. What was committed stays. If "
-            "a table or column of the pipeline's schemas was changed by hand, restore it; "
-            "otherwise this is a bug: the traceback is in the log file (log_dir, default "
-            "./logs/pipeline.log)",
+            "a table or column of the pipeline's schemas was changed by hand, restore it; if "
+            "an object of yours depends on one the pipeline's DDL changes, drop it and create "
+            "it again after the run; otherwise this is a bug: the traceback is in the log file "
+            "(log_dir, default ./logs/pipeline.log)",
             file=sys.stderr,
         )
         return ExitCode.INTERNAL_ERROR

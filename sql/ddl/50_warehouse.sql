@@ -286,8 +286,12 @@ BEGIN
         ALTER TABLE warehouse.agg_customer_totals
             DROP COLUMN as_of_date, DROP COLUMN days_since_last_purchase,
             DROP COLUMN recency_score, DROP COLUMN rfm_segment;
-        ALTER TABLE warehouse.agg_customer_totals
-            RENAME CONSTRAINT agg_customer_metrics_pkey TO agg_customer_totals_pkey;
+        IF EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'warehouse.agg_customer_totals'::regclass
+                     AND conname = 'agg_customer_metrics_pkey') THEN
+            ALTER TABLE warehouse.agg_customer_totals
+                RENAME CONSTRAINT agg_customer_metrics_pkey TO agg_customer_totals_pkey;
+        END IF;
         ALTER INDEX IF EXISTS warehouse.agg_customer_metrics_first_idx
             RENAME TO agg_customer_totals_first_idx;
         ALTER INDEX IF EXISTS warehouse.agg_customer_metrics_last_idx

@@ -144,6 +144,49 @@ def test_a_statement_the_database_refuses_exits_1_with_one_line_and_the_tracebac
     assert "Traceback" in (tmp_path / "logs" / "pipeline.log").read_text(encoding="utf-8")
 
 
+def test_a_view_of_the_user_on_columns_the_ddl_drops_is_named_in_the_error(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A database from before recency moved to read time (agg_customer_metrics a table with
+    rfm_segment) with a view of the user's on that column: the DDL's upgrade cannot drop the
+    column, changes nothing, and the one error line names the view (PostgreSQL's detail)."""
+    data = tmp_path / "data"
+    first = _cli("run", "--database-url", db_url, "--data-dir", str(data))
+    assert first.returncode == 0, first.stderr[-3000:]
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "DROP VIEW warehouse.agg_customer_metrics;"
+                " ALTER TABLE warehouse.agg_customer_totals RENAME TO agg_customer_metrics;"
+                " ALTER TABLE warehouse.agg_customer_metrics ADD COLUMN as_of_date date,"
+                " ADD COLUMN days_since_last_purchase integer, ADD COLUMN recency_score smallint,"
+                " ADD COLUMN rfm_segment text;"
+                " CREATE VIEW public.my_rfm AS"
+                " SELECT customer_id, rfm_segment FROM warehouse.agg_customer_metrics"
+            )
+        conn.commit()
+    finally:
+        conn.close()
+    result = _cli("run", "--database-url", db_url, "--data-dir", str(data))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "cannot drop column rfm_segment" in errors[0]
+    assert "view my_rfm depends on column rfm_segment" in errors[0]
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('warehouse.agg_customer_totals')")
+            assert cur.fetchone()[0] is None  # nothing renamed: the DDL rolled back whole
+            cur.execute("DROP VIEW public.my_rfm")
+        conn.commit()
+    finally:
+        conn.close()
+    again = _cli("run", "--database-url", db_url, "--data-dir", str(data))
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
 def test_usage_and_connection_errors_have_their_exit_codes(tmp_path: Path) -> None:
     bad_flag = _cli("run", "--stages", "nope", "--data-dir", str(tmp_path))
     assert bad_flag.returncode == 2 and "unknown stage 'nope'" in bad_flag.stderr
