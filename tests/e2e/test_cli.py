@@ -53,6 +53,30 @@ def _staging_counts(url: str) -> dict[str, int]:
         conn.close()
 
 
+def _execute(url: str, statement: str) -> object:
+    """Run a statement by hand (as a user would) and commit; returns its first value, if any."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            value = cur.fetchone()[0] if cur.description else None
+        conn.commit()
+        return value
+    finally:
+        conn.close()
+
+
+def _loaded_then(url: str, data: Path, statement: str) -> None:
+    """A first run into `data`, then `statement` run by hand."""
+    first = _cli("run", "--database-url", url, "--data-dir", str(data))
+    assert first.returncode == 0, first.stderr[-3000:]
+    _execute(url, statement)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
 def _manifest_rows(batch: Path) -> dict[str, int]:
     manifest = json.loads((batch / "manifest.json").read_text())
     return {name: info["rows"] for name, info in manifest["files"].items()}
@@ -114,7 +138,7 @@ def test_bad_input_exits_4_with_one_line_and_no_traceback(db_url: str, tmp_path:
         "run", "--stages", "ingest", "--database-url", db_url, "--data-dir", str(tmp_path / "data")
     )
     assert result.returncode == 4
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = _error_lines(result.stderr)
     assert len(errors) == 1 and "customers.csv: line 1 (header): missing column(s)" in errors[0]
     assert "Traceback" not in result.stderr
 
@@ -126,18 +150,10 @@ def test_a_statement_the_database_refuses_exits_1_with_one_line_and_the_tracebac
     refuses. Exit 1 (not a lost connection, not bad input) with one `error:` line quoting the
     database's message, no traceback on the console, the traceback in the log file."""
     data = tmp_path / "data"
-    first = _cli("run", "--database-url", db_url, "--data-dir", str(data))
-    assert first.returncode == 0, first.stderr[-3000:]
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("ALTER TABLE warehouse.agg_daily_sales DROP COLUMN profit CASCADE")
-        conn.commit()
-    finally:
-        conn.close()
+    _loaded_then(db_url, data, "ALTER TABLE warehouse.agg_daily_sales DROP COLUMN profit CASCADE")
     result = _cli("run", "--next-batch", "--database-url", db_url, "--data-dir", str(data))
     assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = _error_lines(result.stderr)
     assert len(errors) == 1
     assert 'column "profit" of relation "warehouse.agg_daily_sales" does not exist' in errors[0]
     assert "Traceback" not in result.stderr
@@ -151,38 +167,26 @@ def test_a_view_of_the_user_on_columns_the_ddl_drops_is_named_in_the_error(
     rfm_segment) with a view of the user's on that column: the DDL's upgrade cannot drop the
     column, changes nothing, and the one error line names the view (PostgreSQL's detail)."""
     data = tmp_path / "data"
-    first = _cli("run", "--database-url", db_url, "--data-dir", str(data))
-    assert first.returncode == 0, first.stderr[-3000:]
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "DROP VIEW warehouse.agg_customer_metrics;"
-                " ALTER TABLE warehouse.agg_customer_totals RENAME TO agg_customer_metrics;"
-                " ALTER TABLE warehouse.agg_customer_metrics ADD COLUMN as_of_date date,"
-                " ADD COLUMN days_since_last_purchase integer, ADD COLUMN recency_score smallint,"
-                " ADD COLUMN rfm_segment text;"
-                " CREATE VIEW public.my_rfm AS"
-                " SELECT customer_id, rfm_segment FROM warehouse.agg_customer_metrics"
-            )
-        conn.commit()
-    finally:
-        conn.close()
+    _loaded_then(
+        db_url,
+        data,
+        "DROP VIEW warehouse.agg_customer_metrics;"
+        " ALTER TABLE warehouse.agg_customer_totals RENAME TO agg_customer_metrics;"
+        " ALTER TABLE warehouse.agg_customer_metrics ADD COLUMN as_of_date date,"
+        " ADD COLUMN days_since_last_purchase integer, ADD COLUMN recency_score smallint,"
+        " ADD COLUMN rfm_segment text;"
+        " CREATE VIEW public.my_rfm AS"
+        " SELECT customer_id, rfm_segment FROM warehouse.agg_customer_metrics",
+    )
     result = _cli("run", "--database-url", db_url, "--data-dir", str(data))
     assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = _error_lines(result.stderr)
     assert len(errors) == 1
     assert "cannot drop column rfm_segment" in errors[0]
     assert "view my_rfm depends on column rfm_segment" in errors[0]
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('warehouse.agg_customer_totals')")
-            assert cur.fetchone()[0] is None  # nothing renamed: the DDL rolled back whole
-            cur.execute("DROP VIEW public.my_rfm")
-        conn.commit()
-    finally:
-        conn.close()
+    # nothing renamed: the DDL rolled back whole
+    assert _execute(db_url, "SELECT to_regclass('warehouse.agg_customer_totals')") is None
+    _execute(db_url, "DROP VIEW public.my_rfm")
     again = _cli("run", "--database-url", db_url, "--data-dir", str(data))
     assert again.returncode == 0, again.stderr[-3000:]
 
