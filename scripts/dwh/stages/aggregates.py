@@ -94,9 +94,10 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
     )
     full = ctx.options.full_refresh or bool(touched["full_refresh_queued"])
     params = _params(settings, full)
+    # the as-of row reads only the fact (loaded) and config, so it is written first, on every
+    # run: the recency thresholds of config may have changed with nothing new queued
+    run_sql_file_row(conn, f"{SQL}/agg_recency_as_of.sql", params)
     if not full and not any(touched[k] for k in ("dates", "products", "customers")):
-        # the recency thresholds of config may have changed
-        run_sql_file_row(conn, f"{SQL}/agg_recency_as_of.sql", params)
         ctx.log.info("nothing queued: aggregates are up to date")
         return StageResult(details={"full_refresh": False, "touched": touched})
     use_bulk_work_mem(conn)
@@ -113,7 +114,6 @@ def run(conn: psycopg2.extensions.connection, settings: Settings, ctx: RunContex
         # autovacuum
         with bulk_load(conn, f"warehouse.{table}", enabled=full):
             run_sql_file_row(conn, f"{SQL}/{table}.sql", params)
-    run_sql_file_row(conn, f"{SQL}/agg_recency_as_of.sql", params)
     rows = {table: n - written_before[table] for table, n in _rows_written(conn).items()}
     with conn.cursor() as cur:
         cur.execute("DELETE FROM ops.warehouse_refresh_queue")
