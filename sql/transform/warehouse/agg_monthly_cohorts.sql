@@ -4,8 +4,8 @@
 -- dimension version was overwritten) is recomputed from the facts of its month; whole cohorts a
 -- customer moved into or out of (an earlier first purchase arrived) are rebuilt; then refresh
 -- cohort sizes and retention rates (one row per cell: no fact scan). A customer recomputed for
--- another reason (its state changed) has its inserted lines added like anyone's: its cells'
--- lines did not change, and a month's recompute reads every line of that month.
+-- another reason (a changed line on another date) has its inserted lines added like anyone's:
+-- its cells' lines did not change, and a month's recompute reads every line of that month.
 -- Runs after agg_customer_totals.sql (it reads the new first purchase dates).
 -- Parameter: full (every cohort). Returns the cells whose size or rate changed.
 

@@ -3,8 +3,8 @@
 -- (and empties it), so nothing queued meanwhile is lost.
 -- A product or customer is refreshed one of two ways (column recompute):
 --   * recompute: a queue row without item_id names it (a changed order line's old or new keys,
---     a dimension version overwritten in place): its aggregates are recomputed from every line
---     of it in fact_sales;
+--     a dimension version overwritten in place) with a date or product: its aggregates are
+--     recomputed from every line of it in fact_sales;
 --   * add: only inserted lines name it (queued with their item_id): the sums of those lines
 --     (_agg_added) are added to its stored aggregates, so a day's batch reads that day's lines,
 --     not the whole history of every product and customer it touches.
@@ -61,7 +61,10 @@ FROM (
 ) k
 GROUP BY k.product_id;
 
--- touched customers, with their first and last purchase, cohort and segment before this refresh
+-- touched customers, with their first and last purchase, cohort and segment before this refresh.
+-- A queue row naming only a customer (its current state or country changed,
+-- dim_customers_scd2.sql) does not make it recomputed: none of its lines changed, and
+-- agg_customer_totals.sql takes every touched customer's state from its current dimension row
 CREATE TEMP TABLE _agg_customers ON COMMIT DROP AS
 SELECT q.customer_id, q.recompute,
        m.first_purchase_date AS old_first_purchase, m.last_purchase_date AS old_last_purchase,
@@ -70,7 +73,9 @@ SELECT q.customer_id, q.recompute,
 FROM (
     SELECT k.customer_id, bool_or(k.recompute) AS recompute
     FROM (
-        SELECT customer_id, item_id IS NULL AS recompute FROM ops.warehouse_refresh_queue
+        SELECT customer_id,
+               item_id IS NULL AND (date_key IS NOT NULL OR product_id IS NOT NULL) AS recompute
+        FROM ops.warehouse_refresh_queue
         WHERE customer_id IS NOT NULL
         UNION ALL
         SELECT customer_id, false FROM _agg_added

@@ -154,8 +154,9 @@ FROM moved m
 JOIN warehouse.dim_products p ON p.product_key = m.product_key;
 
 -- ── customers whose current state or country now differs from the one agg_customer_totals
--- keeps (a new version, an overwrite, a completed inferred member) are queued (without
--- item_id: recomputed), unless the aggregates are rebuilt anyway ───────────────────────────
+-- keeps (a new version, an overwrite, a completed inferred member) are queued by their id
+-- alone (agg_customer_totals.sql takes the new state; nothing is recomputed for it), unless the
+-- aggregates are rebuilt anyway ─────────────────────────────────────────────────────────────
 INSERT INTO ops.warehouse_refresh_queue (customer_id)
 SELECT m.customer_id
 FROM warehouse.agg_customer_totals m
