@@ -183,7 +183,10 @@ order_fixes AS ("""
 
 # Customers with a line in the range passing the filters, from agg_customer_slices, or with no
 # category selected from agg_customer_slices_any_category (summed over categories: a quarter of
-# the rows; the guards are true or false at plan time, so only one table is read). When the range
+# the rows; the guards are true or false at plan time, so only one table is read), as also with
+# two or more categories over every order date: its rows whose categories overlap them (at 10M
+# lines a quarter of the rows the categories have in agg_customer_slices, without their revenue,
+# which the statements read only with one category or none). When the range
 # starts at or before the first order date or ends at or after the last one, the first and last
 # order dates say it (an index-only scan); otherwise the days with orders are read too. A range
 # covering every order date takes every row (no date condition to evaluate).
@@ -197,11 +200,15 @@ slice_customers AS NOT MATERIALIZED (
     SELECT cs.customer_id, cs.state, cs.revenue
     FROM warehouse.agg_customer_slices AS cs
     WHERE %(categories)s::text[] IS NOT NULL AND cs.category = ANY (%(categories)s::text[])
+      AND NOT (%(all_dates)s AND cardinality(%(categories)s::text[]) >= 2)
       AND {_CUSTOMER_SLICE_FILTERS}
     UNION ALL
-    SELECT cs.customer_id, cs.state, cs.revenue
+    SELECT cs.customer_id, cs.state,
+           CASE WHEN %(categories)s::text[] IS NULL THEN cs.revenue END AS revenue
     FROM warehouse.agg_customer_slices_any_category AS cs
-    WHERE %(categories)s::text[] IS NULL
+    WHERE (%(categories)s::text[] IS NULL
+           OR %(all_dates)s AND cardinality(%(categories)s::text[]) >= 2
+              AND cs.categories && %(categories)s::text[])
       AND {_CUSTOMER_SLICE_FILTERS}
 )"""
 
@@ -620,18 +627,19 @@ STATES_SLICES_SQL = (
     + """,
 -- a customer has one row per state in agg_customer_slices_any_category, and per state in one
 -- category of agg_customer_slices: rows are distinct pairs unless two or more categories are
--- selected (the guards are true or false at plan time: one branch runs). Over every order date
--- the rows' revenue adds up to the state's revenue, so with one category or none the same pass
--- gives it and the sales slices are not read.
+-- selected over part of the range (the guards are true or false at plan time: one branch runs;
+-- over every order date, slice_customers reads agg_customer_slices_any_category). Over every
+-- order date the rows' revenue adds up to the state's revenue, so with one category or none the
+-- same pass gives it and the sales slices are not read.
 customers AS (
     SELECT coalesce(state, 'Unknown') AS state, count(*) AS customers,
            sum(revenue) AS revenue
     FROM (SELECT state, customer_id, CASE WHEN %(all_dates)s THEN revenue END AS revenue
           FROM slice_customers
-          WHERE coalesce(cardinality(%(categories)s::text[]), 0) < 2
+          WHERE coalesce(cardinality(%(categories)s::text[]), 0) < 2 OR %(all_dates)s
           UNION ALL
           SELECT DISTINCT state, customer_id, NULL::numeric FROM slice_customers
-          WHERE cardinality(%(categories)s::text[]) >= 2) AS d
+          WHERE cardinality(%(categories)s::text[]) >= 2 AND NOT %(all_dates)s) AS d
     GROUP BY 1
 ),
 revenue AS (

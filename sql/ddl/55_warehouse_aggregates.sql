@@ -67,20 +67,31 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_customer_slices (
     revenue              numeric(14,2) NOT NULL,
     active_days          datemultirange NOT NULL
 );
--- a warehouse built before active_days: the column is added, and a queued full rebuild of the
--- aggregates fills it (until then it is empty)
+-- a warehouse built before one of these columns of the customer slices (the one of
+-- agg_customer_slices_any_category, created below): the column is added, and a queued full
+-- rebuild of the aggregates fills it (until then it is empty)
 DO $$
+DECLARE
+    added record;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
-                   WHERE table_schema = 'warehouse' AND table_name = 'agg_customer_slices'
-                     AND column_name = 'active_days') THEN
-        ALTER TABLE warehouse.agg_customer_slices
-            ADD COLUMN active_days datemultirange NOT NULL DEFAULT '{}';
-        ALTER TABLE warehouse.agg_customer_slices ALTER COLUMN active_days DROP DEFAULT;
-        IF EXISTS (SELECT 1 FROM warehouse.agg_customer_slices) THEN
+    FOR added IN
+        SELECT v.tbl, v.col, v.typ
+        FROM (VALUES ('agg_customer_slices', 'active_days', 'datemultirange'),
+                     ('agg_customer_slices_any_category', 'categories', 'text[] COLLATE "C"'))
+             AS v (tbl, col, typ)
+        WHERE to_regclass('warehouse.' || v.tbl) IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM information_schema.columns c
+                          WHERE c.table_schema = 'warehouse' AND c.table_name = v.tbl
+                            AND c.column_name = v.col)
+    LOOP
+        EXECUTE format('ALTER TABLE warehouse.%I ADD COLUMN %I %s NOT NULL DEFAULT ''{}''',
+                       added.tbl, added.col, added.typ);
+        EXECUTE format('ALTER TABLE warehouse.%I ALTER COLUMN %I DROP DEFAULT',
+                       added.tbl, added.col);
+        IF EXISTS (SELECT 1 FROM warehouse.agg_daily_sales) THEN
             INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
         END IF;
-    END IF;
+    END LOOP;
 END $$;
 CREATE INDEX IF NOT EXISTS agg_customer_slices_key_idx
     ON warehouse.agg_customer_slices (customer_id, category, state);
@@ -107,7 +118,8 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_customer_slices_any_category (
     first_purchase_date  date          NOT NULL,
     last_purchase_date   date          NOT NULL,
     revenue              numeric(14,2) NOT NULL,
-    active_days          datemultirange NOT NULL
+    active_days          datemultirange NOT NULL,
+    categories           text[] COLLATE "C" NOT NULL
 );
 CREATE INDEX IF NOT EXISTS agg_customer_slices_any_category_key_idx
     ON warehouse.agg_customer_slices_any_category (customer_id, state);
@@ -115,7 +127,7 @@ CREATE INDEX IF NOT EXISTS agg_customer_slices_any_category_state_idx
     ON warehouse.agg_customer_slices_any_category (state, customer_id)
     INCLUDE (customer_segment, first_purchase_date, last_purchase_date);
 
-COMMENT ON TABLE warehouse.agg_customer_slices_any_category IS 'agg_customer_slices summed over categories: per customer x state (of the versions the lines point at), first and last order dates, the days with orders, and revenue; read by the dashboard when no category is selected. Same columns and meaning as there.';
+COMMENT ON TABLE warehouse.agg_customer_slices_any_category IS 'agg_customer_slices summed over categories: per customer x state (of the versions the lines point at), first and last order dates, the days with orders, revenue and the categories bought; read by the dashboard when no category is selected, and for the customers of two or more categories over every order date. Same columns and meaning as there.';
 COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.customer_id IS 'Natural key of the customer.';
 COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.state IS 'State of the customer version on the order date (NULL when unknown).';
 COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
@@ -123,6 +135,7 @@ COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.first_purchase_date
 COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.last_purchase_date IS 'Last order date in this state.';
 COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.revenue IS 'Sum of line_total.';
 COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.active_days IS 'The order dates in this state (adjacent days merged into ranges).';
+COMMENT ON COLUMN warehouse.agg_customer_slices_any_category.categories IS 'The distinct non-NULL categories of the customer''s lines in this state, sorted in byte order: the customers of a set of categories over every order date are the rows whose categories overlap it.';
 
 -- the recency filter of the dashboard's customer counts
 CREATE INDEX IF NOT EXISTS agg_customer_totals_last_idx

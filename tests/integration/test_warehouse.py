@@ -857,6 +857,8 @@ DROP TABLE warehouse.older_metrics
         "ALTER TABLE warehouse.agg_customer_slices DROP COLUMN active_days",
         # before the customer slices summed over categories
         "DROP TABLE warehouse.agg_customer_slices_any_category",
+        # before those kept the categories bought
+        "ALTER TABLE warehouse.agg_customer_slices_any_category DROP COLUMN categories",
         # before the product slices
         "DROP TABLE warehouse.agg_product_slices",
         # before their sums per category and per segment
@@ -868,6 +870,7 @@ DROP TABLE warehouse.older_metrics
         "any_state_slices",
         "active_days",
         "any_category",
+        "categories_bought",
         "product_slices",
         "product_slicer_totals",
     ],

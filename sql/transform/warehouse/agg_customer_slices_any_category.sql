@@ -4,7 +4,8 @@
 -- (_agg_customers, agg_refresh_keys.sql) is deleted and grouped again from its rows there, read
 -- through its key index; a customer with only inserted lines gets their sums
 -- (_agg_customer_slices_added, summed over categories) added in place to its rows of those
--- lines' states (or inserted), and its other rows change only when its segment did.
+-- lines' states (or inserted), and its other rows change only when its segment did. categories:
+-- the distinct non-NULL categories of the rows summed (sorted: "C" columns sort in byte order).
 -- Parameter: full (every customer).
 
 DROP TABLE IF EXISTS _agg_any_category_added;
@@ -15,10 +16,12 @@ WHERE %(full)s
 
 INSERT INTO warehouse.agg_customer_slices_any_category (
     customer_id, state, customer_segment, first_purchase_date, last_purchase_date, revenue,
-    active_days
+    active_days, categories
 )
 SELECT customer_id, state, customer_segment, min(first_purchase_date),
-       max(last_purchase_date), sum(revenue), range_agg(active_days)
+       max(last_purchase_date), sum(revenue), range_agg(active_days),
+       coalesce(array_agg(DISTINCT category ORDER BY category)
+                    FILTER (WHERE category IS NOT NULL), '{}')
 FROM warehouse.agg_customer_slices
 WHERE %(full)s
    OR customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE recompute))
@@ -28,7 +31,9 @@ GROUP BY customer_id, state, customer_segment;
 CREATE TEMP TABLE _agg_any_category_added ON COMMIT DROP AS
 SELECT customer_id, state, customer_segment, min(first_purchase_date) AS first_purchase_date,
        max(last_purchase_date) AS last_purchase_date, sum(revenue) AS revenue,
-       range_agg(active_days) AS active_days
+       range_agg(active_days) AS active_days,
+       coalesce(array_agg(DISTINCT category ORDER BY category)
+                    FILTER (WHERE category IS NOT NULL), '{}') AS categories
 FROM _agg_customer_slices_added
 GROUP BY customer_id, state, customer_segment;
 
@@ -39,6 +44,9 @@ SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
     last_purchase_date = greatest(s.last_purchase_date, a.last_purchase_date),
     revenue = s.revenue + a.revenue,
     active_days = s.active_days + a.active_days,
+    categories = CASE WHEN a.categories <@ s.categories THEN s.categories
+                      ELSE ARRAY(SELECT DISTINCT c FROM unnest(s.categories || a.categories) AS u (c)
+                                 ORDER BY c) END,
     customer_segment = a.customer_segment
 FROM _agg_any_category_added a
 WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
@@ -47,10 +55,10 @@ WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NO
 
 INSERT INTO warehouse.agg_customer_slices_any_category (
     customer_id, state, customer_segment, first_purchase_date, last_purchase_date, revenue,
-    active_days
+    active_days, categories
 )
 SELECT a.customer_id, a.state, a.customer_segment, a.first_purchase_date, a.last_purchase_date,
-       a.revenue, a.active_days
+       a.revenue, a.active_days, a.categories
 FROM _agg_any_category_added a
 WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_customer_slices_any_category s
                   WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers
