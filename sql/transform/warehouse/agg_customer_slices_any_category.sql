@@ -45,7 +45,8 @@ SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
     revenue = s.revenue + a.revenue,
     active_days = s.active_days + a.active_days,
     categories = CASE WHEN a.categories <@ s.categories THEN s.categories
-                      ELSE ARRAY(SELECT DISTINCT c FROM unnest(s.categories || a.categories) AS u (c)
+                      ELSE ARRAY(SELECT DISTINCT c
+                                 FROM unnest(s.categories || a.categories) AS u (c)
                                  ORDER BY c) END,
     customer_segment = a.customer_segment
 FROM _agg_any_category_added a
