@@ -689,7 +689,7 @@ def test_a_customer_moving_without_orders_moves_its_metrics_and_revenue_to_the_n
 
 
 def test_customers_moving_with_new_orders_get_them_added_to_their_cohort_cells(wh):
-    """A customer whose state changed is not recomputed, its lines did not change: its new
+    """A customer whose state changed is not recomputed (its lines did not change): its new
     orders are added to its cohort cells (a new active customer in a month it had no order
     in, none in a month it had one) instead of the month being recomputed from every line,
     and the result is the full rebuild's."""
