@@ -133,53 +133,93 @@ _SLICES_BY_STATE = f"""
     FROM warehouse.agg_sales_slices AS s
     WHERE {_SLICES_FILTERS}
       AND (%(states)s::text[] IS NULL OR s.state = ANY (%(states)s::text[]))"""
-# With no state selected, the same sums from agg_sales_slices_any_state (summed over states:
-# 20-30x fewer rows). Each branch's guard is true or false at plan time (the parameters are
-# literals), so only one table is read.
-_SLICES = f"""
-slices AS ({_SLICES_BY_STATE}
-      AND %(states)s::text[] IS NOT NULL
+# Over a range covering every order date, for a statement that does not group by date, the same
+# sums from agg_sales_slices_all_dates (summed over dates: a few thousand rows for the 1.7 million
+# of agg_sales_slices at 10M order lines; date_key NULL).
+_SLICES_ALL_DATES = f"""
+    SELECT {_SLICES_COLUMNS.replace("s.date_key", "NULL::integer AS date_key") % "s.state"}
+    FROM warehouse.agg_sales_slices_all_dates AS s
+    WHERE %(all_dates)s
+      AND (%(categories)s::text[] IS NULL OR s.category = ANY (%(categories)s::text[]))
+      AND (%(segments)s::text[] IS NULL OR s.customer_segment = ANY (%(segments)s::text[]))
+      AND (%(states)s::text[] IS NULL OR s.state = ANY (%(states)s::text[]))"""
+
+
+def _slices(dated: bool) -> str:
+    """The slices CTE. With no state selected, the sums of agg_sales_slices_any_state (summed
+    over states: 20-30x fewer rows); for a statement that does not group by date (`dated`
+    False), over every order date those of _SLICES_ALL_DATES. Each branch's guard is true or
+    false at plan time (the parameters are literals), so only one table is read."""
+    guard = "" if dated else "NOT %(all_dates)s AND "
+    all_dates = "" if dated else f"{_SLICES_ALL_DATES}\n    UNION ALL"
+    return f"""
+slices AS ({all_dates}{_SLICES_BY_STATE}
+      AND {guard}%(states)s::text[] IS NOT NULL
     UNION ALL
     SELECT {_SLICES_COLUMNS % "NULL::text"}
     FROM warehouse.agg_sales_slices_any_state AS s
-    WHERE %(states)s::text[] IS NULL
+    WHERE {guard}%(states)s::text[] IS NULL
       AND {_SLICES_FILTERS}
 )"""
+
 
 # With two or more categories selected, an order holding k of them (k >= 2) is counted k times
 # by the slices' orders: agg_order_category_sets gives, per set of categories, the orders to take
 # off, (k - 1) x its orders (as negative orders); with no state selected, its sum over states
-# (agg_order_category_sets_any_state). Each statement sums these fixes per its own keys and adds
-# them to its sums of the slices (kept apart, so that the slices alone still scan in parallel).
-# With one category or none the fixes are false at plan time (the parameters are literals) and
-# neither table is read.
+# (agg_order_category_sets_any_state); over every order date, for a statement that does not group
+# by date, its sum over dates (agg_order_category_sets_all_dates). Each statement sums these
+# fixes per its own keys and adds them to its sums of the slices (kept apart, so that the slices
+# alone still scan in parallel). With one category or none the fixes are false at plan time (the
+# parameters are literals) and no table is read.
 # The count of selected categories in a set runs once per distinct set (the planner memoizes a
 # lateral keyed on a base table's column, hence one lateral per table, not one over their union).
-_SETS_FIX = """
-    SELECT o.date_key, o.payment_method_key, (-o.orders * (n.selected - 1))::integer AS orders
-    FROM warehouse.%s AS o
+def _sets_fix(table: str, dated: bool) -> str:
+    date_key, in_range = (
+        ("o.date_key", "o.date_key BETWEEN %(start_key)s AND %(end_key)s")
+        if dated
+        else ("NULL::integer", "%(all_dates)s")
+    )
+    return f"""
+    SELECT {date_key} AS date_key, o.payment_method_key,
+           (-o.orders * (n.selected - 1))::bigint AS orders
+    FROM warehouse.{table} AS o
     CROSS JOIN LATERAL (
         SELECT count(*) AS selected FROM unnest(o.categories) AS u (category)
-        WHERE u.category = ANY (%%(categories)s::text[])
+        WHERE u.category = ANY (%(categories)s::text[])
     ) AS n
-    WHERE cardinality(%%(categories)s::text[]) >= 2
-      AND o.date_key BETWEEN %%(start_key)s AND %%(end_key)s
-      AND o.categories && %%(categories)s::text[]
-      AND (%%(segments)s::text[] IS NULL OR o.customer_segment = ANY (%%(segments)s::text[]))
+    WHERE cardinality(%(categories)s::text[]) >= 2
+      AND {in_range}
+      AND o.categories && %(categories)s::text[]
+      AND (%(segments)s::text[] IS NULL OR o.customer_segment = ANY (%(segments)s::text[]))
       AND n.selected >= 2"""
-_SLICES_ORDERS = (
-    _SLICES
-    + """,
-order_fixes AS ("""
-    + _SETS_FIX % "agg_order_category_sets"
-    + """
-      AND %(states)s::text[] IS NOT NULL AND o.state = ANY (%(states)s::text[])
+
+
+def _slices_orders(dated: bool) -> str:
+    """The slices and the order fixes (order_fixes) of two or more categories."""
+    guard = "" if dated else "NOT %(all_dates)s AND "
+    all_dates = (
+        ""
+        if dated
+        else _sets_fix("agg_order_category_sets_all_dates", dated=False)
+        + """
+      AND (%(states)s::text[] IS NULL OR o.state = ANY (%(states)s::text[]))
     UNION ALL"""
-    + _SETS_FIX % "agg_order_category_sets_any_state"
-    + """
-      AND %(states)s::text[] IS NULL
+    )
+    return (
+        _slices(dated)
+        + """,
+order_fixes AS ("""
+        + all_dates
+        + _sets_fix("agg_order_category_sets", dated=True)
+        + f"""
+      AND {guard}%(states)s::text[] IS NOT NULL AND o.state = ANY (%(states)s::text[])
+    UNION ALL"""
+        + _sets_fix("agg_order_category_sets_any_state", dated=True)
+        + f"""
+      AND {guard}%(states)s::text[] IS NULL
 )"""
-)
+    )
+
 
 # Customers with a line in the range passing the filters, from agg_customer_slices, or with no
 # category selected from agg_customer_slices_any_category (summed over categories: a quarter of
@@ -230,7 +270,7 @@ daily AS (
 )"""
 )
 _DAILY_FROM_SLICES = (
-    _SLICES_ORDERS
+    _slices_orders(dated=True)
     + """,
 daily AS (
     SELECT date_key, sum(revenue) AS revenue, sum(orders)::bigint AS orders,
@@ -307,7 +347,7 @@ SELECT
 
 KPIS_SLICES_SQL = (
     "WITH"
-    + _SLICES_ORDERS
+    + _slices_orders(dated=False)
     + ","
     + _SLICE_CUSTOMERS
     + """
@@ -525,7 +565,7 @@ ORDER BY revenue DESC
 
 CATEGORIES_SLICES_SQL = (
     "WITH"
-    + _SLICES
+    + _slices(dated=False)
     + """
 SELECT coalesce(category, 'Unknown') AS category,
        sum(revenue) AS revenue, sum(profit) AS profit, sum(quantity)::bigint AS units,
@@ -617,11 +657,16 @@ ORDER BY revenue DESC
 
 STATES_SLICES_SQL = (
     "WITH"
-    # per state: agg_sales_slices, unless customers gives the revenue too (below)
+    # per state: agg_sales_slices, over every order date agg_sales_slices_all_dates with two or
+    # more categories, and with one or none not read: customers gives the revenue too (below)
     + "\nslices AS ("
+    + _SLICES_ALL_DATES
+    + """
+      AND cardinality(%(categories)s::text[]) >= 2
+    UNION ALL"""
     + _SLICES_BY_STATE
     + """
-      AND NOT (%(all_dates)s AND coalesce(cardinality(%(categories)s::text[]), 0) < 2)
+      AND NOT %(all_dates)s
 ),"""
     + _SLICE_CUSTOMERS
     + """,
@@ -709,7 +754,7 @@ ORDER BY 1, 2
 
 PAYMENTS_SLICES_SQL = (
     "WITH"
-    + _SLICES_ORDERS
+    + _slices_orders(dated=False)
     + """
 SELECT pm.payment_method_name AS payment_method, pm.payment_type,
        sum(s.orders)::bigint AS orders, sum(s.revenue) AS revenue, sum(s.profit) AS profit
@@ -731,7 +776,7 @@ ORDER BY revenue DESC
 # looked up once per day in dim_date instead of being computed from every slice row.
 PAYMENTS_MONTHLY_SLICES_SQL = (
     "WITH"
-    + _SLICES_ORDERS
+    + _slices_orders(dated=True)
     + """,
 per_day AS (
     SELECT date_key, payment_method_key, sum(revenue) AS revenue, sum(orders) AS orders

@@ -36,10 +36,12 @@ REFERENCE_TABLES: tuple[str, ...] = (
     "warehouse.agg_monthly_cohorts",
     "warehouse.agg_sales_slices",
     "warehouse.agg_sales_slices_any_state",
+    "warehouse.agg_sales_slices_all_dates",
     "warehouse.agg_customer_slices",
     "warehouse.agg_customer_slices_any_category",
     "warehouse.agg_order_category_sets",
     "warehouse.agg_order_category_sets_any_state",
+    "warehouse.agg_order_category_sets_all_dates",
     "warehouse.agg_product_slices",
     "warehouse.agg_product_slicer_totals",
 )

@@ -15,7 +15,9 @@ BEGIN
                                      'agg_customer_slices_any_category', 'agg_product_slices',
                                      'agg_product_slicer_totals',
                                      'agg_order_category_sets', 'agg_sales_slices_any_state',
-                                     'agg_order_category_sets_any_state']) AS t (name)
+                                     'agg_order_category_sets_any_state',
+                                     'agg_sales_slices_all_dates',
+                                     'agg_order_category_sets_all_dates']) AS t (name)
                    WHERE to_regclass('warehouse.' || t.name) IS NULL) THEN
         INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
     END IF;
@@ -290,6 +292,50 @@ COMMENT ON COLUMN warehouse.agg_order_category_sets_any_state.categories IS 'The
 COMMENT ON COLUMN warehouse.agg_order_category_sets_any_state.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
 COMMENT ON COLUMN warehouse.agg_order_category_sets_any_state.payment_method_key IS 'Payment method (dim_payment_method.payment_method_key).';
 COMMENT ON COLUMN warehouse.agg_order_category_sets_any_state.orders IS 'Orders with exactly this set of categories.';
+
+-- ─── the same two summed over every order date: what the dashboard reads over the whole range ──
+-- (per category x state x segment x method: a few thousand rows, kept as the slices change, for
+-- the 1.7 million of agg_sales_slices at 10M order lines; sets: tens of thousands for 2 million).
+-- Sums in wider types than per day: they add up every date.
+CREATE TABLE IF NOT EXISTS warehouse.agg_sales_slices_all_dates (
+    category            text COLLATE "C",
+    state               text COLLATE "C",
+    customer_segment    text COLLATE "C",
+    payment_method_key  bigint        NOT NULL,
+    lines               bigint        NOT NULL,
+    quantity            bigint        NOT NULL,
+    revenue             numeric(16,2) NOT NULL,
+    profit              numeric(16,2) NOT NULL,
+    orders              bigint        NOT NULL,
+    orders_first        bigint        NOT NULL
+);
+
+COMMENT ON TABLE warehouse.agg_sales_slices_all_dates IS 'agg_sales_slices summed over every order date: sales per category x state x customer segment x payment method, read by the dashboard when the date range covers every order date. Same columns and meaning as there.';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.category IS 'Category of the product version on the order date (NULL when unknown).';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.state IS 'State of the customer version on the order date (NULL when unknown).';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.payment_method_key IS 'Payment method (dim_payment_method.payment_method_key).';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.lines IS 'Order lines.';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.quantity IS 'Units sold.';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.revenue IS 'Sum of line_total.';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.profit IS 'Sum of profit.';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.orders IS 'Distinct orders with a line of this category (see agg_sales_slices.orders).';
+COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.orders_first IS 'Orders counted only under their first category (see agg_sales_slices.orders_first).';
+
+CREATE TABLE IF NOT EXISTS warehouse.agg_order_category_sets_all_dates (
+    categories          text[] COLLATE "C" NOT NULL,
+    state               text COLLATE "C",
+    customer_segment    text COLLATE "C",
+    payment_method_key  bigint        NOT NULL,
+    orders              bigint        NOT NULL
+);
+
+COMMENT ON TABLE warehouse.agg_order_category_sets_all_dates IS 'agg_order_category_sets summed over every order date: orders with lines in two or more categories per set of categories x state x customer segment x payment method, read by the dashboard when the date range covers every order date.';
+COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.categories IS 'The order''s distinct non-NULL categories, sorted in byte order; at least two.';
+COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.state IS 'State of the customer version on the order date (NULL when unknown).';
+COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
+COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.payment_method_key IS 'Payment method (dim_payment_method.payment_method_key).';
+COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.orders IS 'Orders with exactly this set of categories.';
 
 -- distinct customers of one or more categories or states (the dashboard's customer counts with
 -- a category or state filter): an index-only scan of the selected values, in customer order,

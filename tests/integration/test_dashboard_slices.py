@@ -46,6 +46,8 @@ SLICE_TABLES = (
     "agg_sales_slices_any_state",
     "agg_order_category_sets",
     "agg_order_category_sets_any_state",
+    "agg_sales_slices_all_dates",
+    "agg_order_category_sets_all_dates",
     "agg_customer_slices",
     "agg_customer_slices_any_category",
     "agg_product_slices",

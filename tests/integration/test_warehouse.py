@@ -853,6 +853,9 @@ DROP TABLE warehouse.older_metrics
         # before the slices summed over states
         "DROP TABLE warehouse.agg_sales_slices_any_state,"
         " warehouse.agg_order_category_sets_any_state",
+        # before the slices summed over every date
+        "DROP TABLE warehouse.agg_sales_slices_all_dates,"
+        " warehouse.agg_order_category_sets_all_dates",
         # before agg_customer_slices kept the days with orders
         "ALTER TABLE warehouse.agg_customer_slices DROP COLUMN active_days",
         # before the customer slices summed over categories
@@ -868,6 +871,7 @@ DROP TABLE warehouse.older_metrics
         "added_sums",
         "stored_state",
         "any_state_slices",
+        "all_dates_slices",
         "active_days",
         "any_category",
         "categories_bought",

@@ -28,7 +28,8 @@ STAGE = "aggregates"
 # Refresh order matters: cohorts read the first purchase dates of agg_customer_totals; the
 # slices read its segments, and agg_customer_slices the per-order rows agg_sales_slices leaves
 # (and, with agg_order_category_sets and agg_product_slices, its segment moves); each *_any_state
-# table sums what its table just refreshed over states, agg_customer_slices_any_category over
+# table sums what its table just refreshed over states, each *_all_dates table over dates (from
+# the rows its table replaced and its moves), agg_customer_slices_any_category over
 # categories, agg_product_slicer_totals agg_product_slices over segments and over categories.
 AGGREGATES: tuple[str, ...] = (
     "agg_daily_sales",
@@ -39,10 +40,12 @@ AGGREGATES: tuple[str, ...] = (
     "agg_monthly_cohorts",
     "agg_sales_slices",
     "agg_sales_slices_any_state",
+    "agg_sales_slices_all_dates",
     "agg_customer_slices",
     "agg_customer_slices_any_category",
     "agg_order_category_sets",
     "agg_order_category_sets_any_state",
+    "agg_order_category_sets_all_dates",
     "agg_product_slices",
     "agg_product_slicer_totals",
 )

@@ -12,10 +12,19 @@
 -- agg_sales_slices, whose _agg_moved_lines holds the lines of the customers whose segment changed).
 -- Parameter: full (every date). Returns the customers whose orders moved.
 
-DROP TABLE IF EXISTS _agg_set_delta, _agg_set_merged;
+DROP TABLE IF EXISTS _agg_set_delta, _agg_set_merged, _agg_sets_replaced;
 
-DELETE FROM warehouse.agg_order_category_sets
-WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates));
+-- the touched dates' rows, summed over those dates (agg_order_category_sets_all_dates.sql takes
+-- them off its sums; empty on a full rebuild, which starts from an emptied table)
+CREATE TEMP TABLE _agg_sets_replaced ON COMMIT DROP AS
+WITH removed AS (
+    DELETE FROM warehouse.agg_order_category_sets
+    WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates))
+    RETURNING categories, state, customer_segment, payment_method_key, orders
+)
+SELECT categories, state, customer_segment, payment_method_key, sum(orders) AS orders
+FROM removed
+GROUP BY categories, state, customer_segment, payment_method_key;
 
 INSERT INTO warehouse.agg_order_category_sets (
     date_key, categories, state, customer_segment, payment_method_key, orders
