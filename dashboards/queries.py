@@ -357,15 +357,27 @@ SELECT coalesce(sum(revenue), 0) AS revenue,
        -- per category or per state feeds in customer order (no sort, no hashing)
        -- (and over a range touching neither end of the data: the days with orders)
        (SELECT count(DISTINCT customer_id) FROM slice_customers
-        WHERE %(categories)s::text[] IS NOT NULL OR %(states)s::text[] IS NOT NULL
-           OR %(inner_range)s)
+        WHERE (%(categories)s::text[] IS NOT NULL OR %(states)s::text[] IS NOT NULL
+               OR %(inner_range)s)
+          AND NOT (%(all_dates)s AND %(states)s::text[] IS NULL
+                   AND cardinality(%(categories)s::text[]) >= 2))
        -- a segment alone is a per-customer attribute: one row per customer in the metrics
        + (SELECT count(*) FROM warehouse.agg_customer_metrics AS m
           WHERE %(categories)s::text[] IS NULL AND %(states)s::text[] IS NULL
             AND NOT %(inner_range)s
             AND m.last_purchase_date >= %(start)s AND m.first_purchase_date <= %(end)s
             AND (%(segments)s::text[] IS NULL
-                 OR m.customer_segment = ANY (%(segments)s::text[]))) AS customers
+                 OR m.customer_segment = ANY (%(segments)s::text[])))
+       -- two or more categories over every order date, no state: one row per customer with the
+       -- categories it bought (no distinct count over its customer x state rows)
+       + (SELECT count(*) FROM warehouse.agg_customer_categories AS c
+          WHERE %(all_dates)s AND %(states)s::text[] IS NULL
+            AND cardinality(%(categories)s::text[]) >= 2
+            AND c.categories && %(categories)s::text[]
+            AND (%(segments)s::text[] IS NULL
+                 OR EXISTS (SELECT 1 FROM warehouse.agg_customer_totals AS t
+                            WHERE t.customer_id = c.customer_id COLLATE "default"
+                              AND t.customer_segment = ANY (%(segments)s::text[])))) AS customers
 FROM slices
 """
 )

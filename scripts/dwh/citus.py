@@ -39,6 +39,7 @@ REFERENCE_TABLES: tuple[str, ...] = (
     "warehouse.agg_sales_slices_all_dates",
     "warehouse.agg_customer_slices",
     "warehouse.agg_customer_slices_any_category",
+    "warehouse.agg_customer_categories",
     "warehouse.agg_order_category_sets",
     "warehouse.agg_order_category_sets_any_state",
     "warehouse.agg_order_category_sets_all_dates",

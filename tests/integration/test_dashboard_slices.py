@@ -50,6 +50,7 @@ SLICE_TABLES = (
     "agg_order_category_sets_all_dates",
     "agg_customer_slices",
     "agg_customer_slices_any_category",
+    "agg_customer_categories",
     "agg_product_slices",
     "agg_product_slicer_totals",
     "agg_customer_metrics",

@@ -860,6 +860,8 @@ DROP TABLE warehouse.older_metrics
         "ALTER TABLE warehouse.agg_customer_slices DROP COLUMN active_days",
         # before the customer slices summed over categories
         "DROP TABLE warehouse.agg_customer_slices_any_category",
+        # before the categories bought per customer
+        "DROP TABLE warehouse.agg_customer_categories",
         # before those kept the categories bought
         "ALTER TABLE warehouse.agg_customer_slices_any_category DROP COLUMN categories",
         # before the product slices
@@ -874,6 +876,7 @@ DROP TABLE warehouse.older_metrics
         "all_dates_slices",
         "active_days",
         "any_category",
+        "customer_categories",
         "categories_bought",
         "product_slices",
         "product_slicer_totals",

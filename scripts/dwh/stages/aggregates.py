@@ -30,7 +30,8 @@ STAGE = "aggregates"
 # (and, with agg_order_category_sets and agg_product_slices, its segment moves); each *_any_state
 # table sums what its table just refreshed over states, each *_all_dates table over dates (from
 # the rows its table replaced and its moves), agg_customer_slices_any_category over
-# categories, agg_product_slicer_totals agg_product_slices over segments and over categories.
+# categories (and agg_customer_categories its categories over states), agg_product_slicer_totals
+# agg_product_slices over segments and over categories.
 AGGREGATES: tuple[str, ...] = (
     "agg_daily_sales",
     "agg_payment_method_daily",
@@ -43,6 +44,7 @@ AGGREGATES: tuple[str, ...] = (
     "agg_sales_slices_all_dates",
     "agg_customer_slices",
     "agg_customer_slices_any_category",
+    "agg_customer_categories",
     "agg_order_category_sets",
     "agg_order_category_sets_any_state",
     "agg_order_category_sets_all_dates",
