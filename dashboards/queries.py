@@ -117,27 +117,33 @@ lines AS (
       AND (%(segments)s::text[] IS NULL OR m.customer_segment = ANY (%(segments)s::text[]))
 )"""
 
+
 # The slices of agg_sales_slices in the date range that pass the filters (same semantics as
 # _LINES: category and state of the versions the lines point at, the customer's current segment).
 # Orders: with no category filter, orders_first, which adds up over categories; per category, the
 # orders with a line of it, which adds up over everything but categories.
-_SLICES_COLUMNS = """s.date_key, s.category, %s AS state, s.payment_method_key, s.quantity,
-           s.revenue, s.profit,
-           CASE WHEN %%(categories)s::text[] IS NULL THEN s.orders_first ELSE s.orders END
+def _slices_columns(state: str, dated: bool = True) -> str:
+    """The columns every slices branch gives (date and payment method NULL when not `dated`)."""
+    date_key, method = ("s.date_key", "s.payment_method_key") if dated else ("NULL", "NULL")
+    return f"""{date_key}::integer AS date_key, s.category, {state} AS state,
+           {method}::bigint AS payment_method_key, s.quantity, s.revenue, s.profit,
+           CASE WHEN %(categories)s::text[] IS NULL THEN s.orders_first ELSE s.orders END
                AS orders"""
+
+
 _SLICES_FILTERS = """s.date_key BETWEEN %(start_key)s AND %(end_key)s
       AND (%(categories)s::text[] IS NULL OR s.category = ANY (%(categories)s::text[]))
       AND (%(segments)s::text[] IS NULL OR s.customer_segment = ANY (%(segments)s::text[]))"""
 _SLICES_BY_STATE = f"""
-    SELECT {_SLICES_COLUMNS % "s.state"}
+    SELECT {_slices_columns("s.state")}
     FROM warehouse.agg_sales_slices AS s
     WHERE {_SLICES_FILTERS}
       AND (%(states)s::text[] IS NULL OR s.state = ANY (%(states)s::text[]))"""
-# Over a range covering every order date, for a statement that does not group by date, the same
-# sums from agg_sales_slices_all_dates (summed over dates: a few thousand rows for the 1.7 million
-# of agg_sales_slices at 10M order lines; date_key NULL).
+# Over a range covering every order date, for a statement that groups neither by date nor by
+# payment method, the same sums from agg_sales_slices_all_dates (summed over both: hundreds of
+# rows for the 1.7 million of agg_sales_slices at 10M order lines; both NULL).
 _SLICES_ALL_DATES = f"""
-    SELECT {_SLICES_COLUMNS.replace("s.date_key", "NULL::integer AS date_key") % "s.state"}
+    SELECT {_slices_columns("s.state", dated=False)}
     FROM warehouse.agg_sales_slices_all_dates AS s
     WHERE %(all_dates)s
       AND (%(categories)s::text[] IS NULL OR s.category = ANY (%(categories)s::text[]))
@@ -147,8 +153,8 @@ _SLICES_ALL_DATES = f"""
 
 def _slices(dated: bool) -> str:
     """The slices CTE. With no state selected, the sums of agg_sales_slices_any_state (summed
-    over states: 20-30x fewer rows); for a statement that does not group by date (`dated`
-    False), over every order date those of _SLICES_ALL_DATES. Each branch's guard is true or
+    over states: 20-30x fewer rows); for a statement that groups neither by date nor by payment
+    method (`dated` False), over every order date those of _SLICES_ALL_DATES. Each branch's guard is true or
     false at plan time (the parameters are literals), so only one table is read."""
     guard = "" if dated else "NOT %(all_dates)s AND "
     all_dates = "" if dated else f"{_SLICES_ALL_DATES}\n    UNION ALL"
@@ -156,7 +162,7 @@ def _slices(dated: bool) -> str:
 slices AS ({all_dates}{_SLICES_BY_STATE}
       AND {guard}%(states)s::text[] IS NOT NULL
     UNION ALL
-    SELECT {_SLICES_COLUMNS % "NULL::text"}
+    SELECT {_slices_columns("NULL::text")}
     FROM warehouse.agg_sales_slices_any_state AS s
     WHERE {guard}%(states)s::text[] IS NULL
       AND {_SLICES_FILTERS}
@@ -166,21 +172,21 @@ slices AS ({all_dates}{_SLICES_BY_STATE}
 # With two or more categories selected, an order holding k of them (k >= 2) is counted k times
 # by the slices' orders: agg_order_category_sets gives, per set of categories, the orders to take
 # off, (k - 1) x its orders (as negative orders); with no state selected, its sum over states
-# (agg_order_category_sets_any_state); over every order date, for a statement that does not group
-# by date, its sum over dates (agg_order_category_sets_all_dates). Each statement sums these
-# fixes per its own keys and adds them to its sums of the slices (kept apart, so that the slices
-# alone still scan in parallel). With one category or none the fixes are false at plan time (the
-# parameters are literals) and no table is read.
+# (agg_order_category_sets_any_state); over every order date, for a statement that groups neither
+# by date nor by payment method, its sum over both (agg_order_category_sets_all_dates). Each
+# statement sums these fixes per its own keys and adds them to its sums of the slices (kept
+# apart, so that the slices alone still scan in parallel). With one category or none the fixes
+# are false at plan time (the parameters are literals) and no table is read.
 # The count of selected categories in a set runs once per distinct set (the planner memoizes a
 # lateral keyed on a base table's column, hence one lateral per table, not one over their union).
 def _sets_fix(table: str, dated: bool) -> str:
-    date_key, in_range = (
-        ("o.date_key", "o.date_key BETWEEN %(start_key)s AND %(end_key)s")
+    date_key, method, in_range = (
+        ("o.date_key", "o.payment_method_key", "o.date_key BETWEEN %(start_key)s AND %(end_key)s")
         if dated
-        else ("NULL::integer", "%(all_dates)s")
+        else ("NULL::integer", "NULL::bigint", "%(all_dates)s")
     )
     return f"""
-    SELECT {date_key} AS date_key, o.payment_method_key,
+    SELECT {date_key} AS date_key, {method} AS payment_method_key,
            (-o.orders * (n.selected - 1))::bigint AS orders
     FROM warehouse.{table} AS o
     CROSS JOIN LATERAL (
@@ -766,7 +772,7 @@ ORDER BY 1, 2
 
 PAYMENTS_SLICES_SQL = (
     "WITH"
-    + _slices_orders(dated=False)
+    + _slices_orders(dated=True)
     + """
 SELECT pm.payment_method_name AS payment_method, pm.payment_type,
        sum(s.orders)::bigint AS orders, sum(s.revenue) AS revenue, sum(s.profit) AS profit

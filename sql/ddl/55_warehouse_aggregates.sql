@@ -310,14 +310,13 @@ COMMENT ON COLUMN warehouse.agg_order_category_sets_any_state.payment_method_key
 COMMENT ON COLUMN warehouse.agg_order_category_sets_any_state.orders IS 'Orders with exactly this set of categories.';
 
 -- ─── the same two summed over every order date: what the dashboard reads over the whole range ──
--- (per category x state x segment x method: a few thousand rows, kept as the slices change, for
--- the 1.7 million of agg_sales_slices at 10M order lines; sets: tens of thousands for 2 million).
--- Sums in wider types than per day: they add up every date.
+-- (per category x state x segment: under a thousand rows, kept as the slices change, for the 1.7
+-- million of agg_sales_slices at 10M order lines; sets: a few thousand for 2 million). No payment
+-- method: the payments page reads the slices per day. Sums in wider types than per day.
 CREATE TABLE IF NOT EXISTS warehouse.agg_sales_slices_all_dates (
     category            text COLLATE "C",
     state               text COLLATE "C",
     customer_segment    text COLLATE "C",
-    payment_method_key  bigint        NOT NULL,
     lines               bigint        NOT NULL,
     quantity            bigint        NOT NULL,
     revenue             numeric(16,2) NOT NULL,
@@ -326,11 +325,10 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_sales_slices_all_dates (
     orders_first        bigint        NOT NULL
 );
 
-COMMENT ON TABLE warehouse.agg_sales_slices_all_dates IS 'agg_sales_slices summed over every order date: sales per category x state x customer segment x payment method, read by the dashboard when the date range covers every order date. Same columns and meaning as there.';
+COMMENT ON TABLE warehouse.agg_sales_slices_all_dates IS 'agg_sales_slices summed over every order date: sales per category x state x customer segment, read by the dashboard when the date range covers every order date. Same columns and meaning as there.';
 COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.category IS 'Category of the product version on the order date (NULL when unknown).';
 COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.state IS 'State of the customer version on the order date (NULL when unknown).';
 COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
-COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.payment_method_key IS 'Payment method (dim_payment_method.payment_method_key).';
 COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.lines IS 'Order lines.';
 COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.quantity IS 'Units sold.';
 COMMENT ON COLUMN warehouse.agg_sales_slices_all_dates.revenue IS 'Sum of line_total.';
@@ -342,15 +340,13 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_order_category_sets_all_dates (
     categories          text[] COLLATE "C" NOT NULL,
     state               text COLLATE "C",
     customer_segment    text COLLATE "C",
-    payment_method_key  bigint        NOT NULL,
     orders              bigint        NOT NULL
 );
 
-COMMENT ON TABLE warehouse.agg_order_category_sets_all_dates IS 'agg_order_category_sets summed over every order date: orders with lines in two or more categories per set of categories x state x customer segment x payment method, read by the dashboard when the date range covers every order date.';
+COMMENT ON TABLE warehouse.agg_order_category_sets_all_dates IS 'agg_order_category_sets summed over every order date: orders with lines in two or more categories per set of categories x state x customer segment, read by the dashboard when the date range covers every order date.';
 COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.categories IS 'The order''s distinct non-NULL categories, sorted in byte order; at least two.';
 COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.state IS 'State of the customer version on the order date (NULL when unknown).';
 COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.customer_segment IS 'Current segment of the customer (agg_customer_metrics.customer_segment); NULL when it has no metrics row.';
-COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.payment_method_key IS 'Payment method (dim_payment_method.payment_method_key).';
 COMMENT ON COLUMN warehouse.agg_order_category_sets_all_dates.orders IS 'Orders with exactly this set of categories.';
 
 -- distinct customers of one or more categories or states (the dashboard's customer counts with

@@ -20,11 +20,11 @@ CREATE TEMP TABLE _agg_sets_replaced ON COMMIT DROP AS
 WITH removed AS (
     DELETE FROM warehouse.agg_order_category_sets
     WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates))
-    RETURNING categories, state, customer_segment, payment_method_key, orders
+    RETURNING categories, state, customer_segment, orders
 )
-SELECT categories, state, customer_segment, payment_method_key, sum(orders) AS orders
+SELECT categories, state, customer_segment, sum(orders) AS orders
 FROM removed
-GROUP BY categories, state, customer_segment, payment_method_key;
+GROUP BY categories, state, customer_segment;
 
 INSERT INTO warehouse.agg_order_category_sets (
     date_key, categories, state, customer_segment, payment_method_key, orders

@@ -1,47 +1,65 @@
--- agg_order_category_sets_all_dates: agg_order_category_sets summed over every order date (per
--- set of categories x state x segment x payment method), what the dashboard reads when the
+-- agg_order_category_sets_all_dates: agg_order_category_sets summed over every order date and
+-- payment method (per set of categories x state x segment), what the dashboard reads when the
 -- range covers every date. Runs after agg_order_category_sets.sql, from what it left, as
--- agg_sales_slices_all_dates.sql does: a full rebuild sums the whole table; otherwise the
--- touched dates' new rows, less their old ones (_agg_sets_replaced), plus the segment moves on
--- other dates (_agg_set_delta) are grouped with the stored rows and written back. Parameter: full.
+-- agg_sales_slices_all_dates.sql does: a full rebuild sums the whole table; otherwise the change
+-- (the touched dates' new rows, less their old ones, _agg_sets_replaced, plus the segment moves
+-- on other dates, _agg_set_delta) is merged into the rows of its keys. Parameter: full.
 
-DROP TABLE IF EXISTS _agg_all_dates_sets;
+DROP TABLE IF EXISTS _agg_all_dates_set_delta, _agg_all_dates_set_merged;
 
 INSERT INTO warehouse.agg_order_category_sets_all_dates (
-    categories, state, customer_segment, payment_method_key, orders
+    categories, state, customer_segment, orders
 )
-SELECT categories, state, customer_segment, payment_method_key, sum(orders)
+SELECT categories, state, customer_segment, sum(orders)
 FROM warehouse.agg_order_category_sets
 WHERE %(full)s
-GROUP BY categories, state, customer_segment, payment_method_key;
+GROUP BY categories, state, customer_segment;
 
--- ── incremental: the stored sums with the change of agg_order_category_sets ─────────────────
-CREATE TEMP TABLE _agg_all_dates_sets ON COMMIT DROP AS
-SELECT categories, state, customer_segment, payment_method_key, sum(orders) AS orders
+-- ── incremental: the change of agg_order_category_sets, summed over dates ───────────────────
+CREATE TEMP TABLE _agg_all_dates_set_delta ON COMMIT DROP AS
+SELECT categories, state, customer_segment, sum(orders) AS orders
 FROM (
-    SELECT categories, state, customer_segment, payment_method_key, orders
-    FROM warehouse.agg_order_category_sets_all_dates
-    UNION ALL
-    SELECT categories, state, customer_segment, payment_method_key, orders
+    SELECT categories, state, customer_segment, orders
     FROM warehouse.agg_order_category_sets
     WHERE date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates))
     UNION ALL
-    SELECT categories, state, customer_segment, payment_method_key, -orders
+    SELECT categories, state, customer_segment, -orders
     FROM _agg_sets_replaced
     UNION ALL
-    SELECT categories, state, customer_segment, payment_method_key, orders
+    SELECT categories, state, customer_segment, orders
     FROM _agg_set_delta
 ) x
 WHERE NOT %(full)s
-GROUP BY categories, state, customer_segment, payment_method_key
+GROUP BY categories, state, customer_segment
 HAVING sum(orders) <> 0;
 
-DELETE FROM warehouse.agg_order_category_sets_all_dates WHERE NOT %(full)s;
+-- the rows of the delta's keys are taken out and added to it (state and segment, which may be
+-- NULL, compared as two equalities each, so that the join hashes)
+CREATE TEMP TABLE _agg_all_dates_set_merged ON COMMIT DROP AS
+WITH removed AS (
+    DELETE FROM warehouse.agg_order_category_sets_all_dates t
+    USING _agg_all_dates_set_delta d
+    WHERE t.categories = d.categories
+      AND coalesce(t.state, '') = coalesce(d.state, '')
+      AND (t.state IS NULL) = (d.state IS NULL)
+      AND coalesce(t.customer_segment, '') = coalesce(d.customer_segment, '')
+      AND (t.customer_segment IS NULL) = (d.customer_segment IS NULL)
+    RETURNING t.*
+)
+SELECT categories, state, customer_segment, sum(orders) AS orders
+FROM (
+    SELECT categories, state, customer_segment, orders FROM removed
+    UNION ALL
+    SELECT categories, state, customer_segment, orders
+    FROM _agg_all_dates_set_delta
+) x
+GROUP BY categories, state, customer_segment;
 
 INSERT INTO warehouse.agg_order_category_sets_all_dates (
-    categories, state, customer_segment, payment_method_key, orders
+    categories, state, customer_segment, orders
 )
-SELECT categories, state, customer_segment, payment_method_key, orders
-FROM _agg_all_dates_sets;
+SELECT categories, state, customer_segment, orders
+FROM _agg_all_dates_set_merged
+WHERE orders <> 0;
 
-SELECT count(*) AS sets FROM _agg_all_dates_sets;
+SELECT count(*) AS merged_keys FROM _agg_all_dates_set_merged;

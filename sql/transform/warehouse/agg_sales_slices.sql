@@ -16,14 +16,14 @@ CREATE TEMP TABLE _agg_slices_replaced ON COMMIT DROP AS
 WITH removed AS (
     DELETE FROM warehouse.agg_sales_slices
     WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates))
-    RETURNING category, state, customer_segment, payment_method_key, lines, quantity, revenue,
-              profit, orders, orders_first
+    RETURNING category, state, customer_segment, lines, quantity, revenue, profit, orders,
+              orders_first
 )
-SELECT category, state, customer_segment, payment_method_key, sum(lines) AS lines,
-       sum(quantity) AS quantity, sum(revenue) AS revenue, sum(profit) AS profit,
-       sum(orders) AS orders, sum(orders_first) AS orders_first
+SELECT category, state, customer_segment, sum(lines) AS lines, sum(quantity) AS quantity,
+       sum(revenue) AS revenue, sum(profit) AS profit, sum(orders) AS orders,
+       sum(orders_first) AS orders_first
 FROM removed
-GROUP BY category, state, customer_segment, payment_method_key;
+GROUP BY category, state, customer_segment;
 
 -- from the per-order rows agg_daily_sales.sql built (_agg_order_cat: one row per order x
 -- category): orders = the orders with a line of the slice's category; orders_first = those whose

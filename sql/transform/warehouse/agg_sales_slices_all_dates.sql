@@ -1,58 +1,82 @@
--- agg_sales_slices_all_dates: agg_sales_slices summed over every order date (per category x
--- state x segment x payment method), what the dashboard reads when the range covers every date.
+-- agg_sales_slices_all_dates: agg_sales_slices summed over every order date and payment method
+-- (per category x state x segment), what the dashboard reads when the range covers every date.
 -- Runs after agg_sales_slices.sql, from what it left: a full rebuild sums the whole of
--- agg_sales_slices; otherwise the change of agg_sales_slices is added to the stored sums: the
--- touched dates' new rows, less their old ones (_agg_slices_replaced), plus the segment moves on
--- other dates (_agg_slice_delta). The table holds a few thousand rows, so they are grouped again
--- with the change and written back. Parameter: full.
+-- agg_sales_slices; otherwise the change of agg_sales_slices (the touched dates' new rows, less
+-- their old ones, _agg_slices_replaced, plus the segment moves on other dates, _agg_slice_delta)
+-- is merged into the rows of its keys. Parameter: full.
 
-DROP TABLE IF EXISTS _agg_all_dates_sums;
+DROP TABLE IF EXISTS _agg_all_dates_delta, _agg_all_dates_merged;
 
 INSERT INTO warehouse.agg_sales_slices_all_dates (
-    category, state, customer_segment, payment_method_key, lines, quantity, revenue, profit,
+    category, state, customer_segment, lines, quantity, revenue, profit,
     orders, orders_first
 )
-SELECT category, state, customer_segment, payment_method_key, sum(lines), sum(quantity),
+SELECT category, state, customer_segment, sum(lines), sum(quantity),
        sum(revenue), sum(profit), sum(orders), sum(orders_first)
 FROM warehouse.agg_sales_slices
 WHERE %(full)s
-GROUP BY category, state, customer_segment, payment_method_key;
+GROUP BY category, state, customer_segment;
 
--- ── incremental: the stored sums with the change of agg_sales_slices ────────────────────────
-CREATE TEMP TABLE _agg_all_dates_sums ON COMMIT DROP AS
-SELECT category, state, customer_segment, payment_method_key, sum(lines) AS lines,
+-- ── incremental: the change of agg_sales_slices, summed over dates ─────────────────────────
+CREATE TEMP TABLE _agg_all_dates_delta ON COMMIT DROP AS
+SELECT category, state, customer_segment, sum(lines) AS lines,
        sum(quantity) AS quantity, sum(revenue) AS revenue, sum(profit) AS profit,
        sum(orders) AS orders, sum(orders_first) AS orders_first
 FROM (
-    SELECT category, state, customer_segment, payment_method_key, lines, quantity, revenue,
-           profit, orders, orders_first
-    FROM warehouse.agg_sales_slices_all_dates
-    UNION ALL
-    SELECT category, state, customer_segment, payment_method_key, lines, quantity, revenue,
+    SELECT category, state, customer_segment, lines, quantity, revenue,
            profit, orders, orders_first
     FROM warehouse.agg_sales_slices
     WHERE date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates))
     UNION ALL
-    SELECT category, state, customer_segment, payment_method_key, -lines, -quantity, -revenue,
+    SELECT category, state, customer_segment, -lines, -quantity, -revenue,
            -profit, -orders, -orders_first
     FROM _agg_slices_replaced
     UNION ALL
-    SELECT category, state, customer_segment, payment_method_key, lines, quantity, revenue,
+    SELECT category, state, customer_segment, lines, quantity, revenue,
            profit, orders, orders_first
     FROM _agg_slice_delta
 ) x
 WHERE NOT %(full)s
-GROUP BY category, state, customer_segment, payment_method_key
-HAVING sum(lines) <> 0;
+GROUP BY category, state, customer_segment
+-- a segment move within a category and state, or a line changed in place, may net to nothing
+HAVING sum(lines) <> 0 OR sum(quantity) <> 0 OR sum(revenue) <> 0 OR sum(profit) <> 0
+    OR sum(orders) <> 0 OR sum(orders_first) <> 0;
 
-DELETE FROM warehouse.agg_sales_slices_all_dates WHERE NOT %(full)s;
+-- the rows of the delta's keys are taken out and added to it (category, state and segment, which
+-- may be NULL, compared as two equalities each, so that the join hashes)
+CREATE TEMP TABLE _agg_all_dates_merged ON COMMIT DROP AS
+WITH removed AS (
+    DELETE FROM warehouse.agg_sales_slices_all_dates t
+    USING _agg_all_dates_delta d
+    WHERE coalesce(t.category, '') = coalesce(d.category, '')
+      AND (t.category IS NULL) = (d.category IS NULL)
+      AND coalesce(t.state, '') = coalesce(d.state, '')
+      AND (t.state IS NULL) = (d.state IS NULL)
+      AND coalesce(t.customer_segment, '') = coalesce(d.customer_segment, '')
+      AND (t.customer_segment IS NULL) = (d.customer_segment IS NULL)
+    RETURNING t.*
+)
+SELECT category, state, customer_segment, sum(lines) AS lines,
+       sum(quantity) AS quantity, sum(revenue) AS revenue, sum(profit) AS profit,
+       sum(orders) AS orders, sum(orders_first) AS orders_first
+FROM (
+    SELECT category, state, customer_segment, lines, quantity, revenue,
+           profit, orders, orders_first
+    FROM removed
+    UNION ALL
+    SELECT category, state, customer_segment, lines, quantity, revenue,
+           profit, orders, orders_first
+    FROM _agg_all_dates_delta
+) x
+GROUP BY category, state, customer_segment;
 
 INSERT INTO warehouse.agg_sales_slices_all_dates (
-    category, state, customer_segment, payment_method_key, lines, quantity, revenue, profit,
+    category, state, customer_segment, lines, quantity, revenue, profit,
     orders, orders_first
 )
-SELECT category, state, customer_segment, payment_method_key, lines, quantity, revenue, profit,
+SELECT category, state, customer_segment, lines, quantity, revenue, profit,
        orders, orders_first
-FROM _agg_all_dates_sums;
+FROM _agg_all_dates_merged
+WHERE lines <> 0;
 
-SELECT count(*) AS slices FROM _agg_all_dates_sums;
+SELECT count(*) AS merged_keys FROM _agg_all_dates_merged;
