@@ -180,14 +180,19 @@ slices AS ({all_dates}{_SLICES_BY_STATE}
 # The count of selected categories in a set runs once per distinct set (the planner memoizes a
 # lateral keyed on a base table's column, hence one lateral per table, not one over their union).
 def _sets_fix(table: str, dated: bool) -> str:
-    date_key, method, in_range = (
-        ("o.date_key", "o.payment_method_key", "o.date_key BETWEEN %(start_key)s AND %(end_key)s")
+    date_key, method, orders, in_range = (
+        (
+            "o.date_key",
+            "o.payment_method_key",
+            "integer",
+            "o.date_key BETWEEN %(start_key)s AND %(end_key)s",
+        )
         if dated
-        else ("NULL::integer", "NULL::bigint", "%(all_dates)s")
+        else ("NULL::integer", "NULL::bigint", "bigint", "%(all_dates)s")
     )
     return f"""
     SELECT {date_key} AS date_key, {method} AS payment_method_key,
-           (-o.orders * (n.selected - 1))::bigint AS orders
+           (-o.orders * (n.selected - 1))::{orders} AS orders
     FROM warehouse.{table} AS o
     CROSS JOIN LATERAL (
         SELECT count(*) AS selected FROM unnest(o.categories) AS u (category)
