@@ -154,8 +154,9 @@ _SLICES_ALL_DATES = f"""
 def _slices(dated: bool) -> str:
     """The slices CTE. With no state selected, the sums of agg_sales_slices_any_state (summed
     over states: 20-30x fewer rows); for a statement that groups neither by date nor by payment
-    method (`dated` False), over every order date those of _SLICES_ALL_DATES. Each branch's guard is true or
-    false at plan time (the parameters are literals), so only one table is read."""
+    method (`dated` False), over every order date those of _SLICES_ALL_DATES. Each branch's
+    guard is true or false at plan time (the parameters are literals), so only one table is
+    read."""
     guard = "" if dated else "NOT %(all_dates)s AND "
     all_dates = "" if dated else f"{_SLICES_ALL_DATES}\n    UNION ALL"
     return f"""

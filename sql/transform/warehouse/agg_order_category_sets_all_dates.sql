@@ -5,7 +5,7 @@
 -- (the touched dates' new rows, less their old ones, _agg_sets_replaced, plus the segment moves
 -- on other dates, _agg_set_delta) is merged into the rows of its keys. Parameter: full.
 
-DROP TABLE IF EXISTS _agg_all_dates_set_delta, _agg_all_dates_set_merged;
+DROP TABLE IF EXISTS _agg_all_dates_set_merged;
 
 INSERT INTO warehouse.agg_order_category_sets_all_dates (
     categories, state, customer_segment, orders
@@ -15,44 +15,36 @@ FROM warehouse.agg_order_category_sets
 WHERE %(full)s
 GROUP BY categories, state, customer_segment;
 
--- ── incremental: the change of agg_order_category_sets, summed over dates ───────────────────
-CREATE TEMP TABLE _agg_all_dates_set_delta ON COMMIT DROP AS
-SELECT categories, state, customer_segment, sum(orders) AS orders
-FROM (
-    SELECT categories, state, customer_segment, orders
-    FROM warehouse.agg_order_category_sets
-    WHERE date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates))
-    UNION ALL
-    SELECT categories, state, customer_segment, -orders
-    FROM _agg_sets_replaced
-    UNION ALL
-    SELECT categories, state, customer_segment, orders
-    FROM _agg_set_delta
-) x
-WHERE NOT %(full)s
-GROUP BY categories, state, customer_segment
-HAVING sum(orders) <> 0;
-
--- the rows of the delta's keys are taken out and added to it (state and segment, which may be
--- NULL, compared as two equalities each, so that the join hashes)
+-- ── incremental: the change of agg_order_category_sets summed over dates (delta), and the
+-- stored rows of its keys taken out (state and segment, which may be NULL, compared as two
+-- equalities each, so that the join hashes) and added to it ─────────────────────────────────
 CREATE TEMP TABLE _agg_all_dates_set_merged ON COMMIT DROP AS
-WITH removed AS (
+WITH delta AS (
+    SELECT categories, state, customer_segment, sum(orders) AS orders
+    FROM (
+        SELECT categories, state, customer_segment, orders
+        FROM warehouse.agg_order_category_sets
+        WHERE date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates))
+        UNION ALL
+        SELECT categories, state, customer_segment, -orders FROM _agg_sets_replaced
+        UNION ALL
+        SELECT categories, state, customer_segment, orders FROM _agg_set_delta
+    ) x
+    WHERE NOT %(full)s
+    GROUP BY categories, state, customer_segment
+),
+removed AS (
     DELETE FROM warehouse.agg_order_category_sets_all_dates t
-    USING _agg_all_dates_set_delta d
+    USING delta d
     WHERE t.categories = d.categories
       AND coalesce(t.state, '') = coalesce(d.state, '')
       AND (t.state IS NULL) = (d.state IS NULL)
       AND coalesce(t.customer_segment, '') = coalesce(d.customer_segment, '')
       AND (t.customer_segment IS NULL) = (d.customer_segment IS NULL)
-    RETURNING t.*
+    RETURNING t.categories, t.state, t.customer_segment, t.orders
 )
 SELECT categories, state, customer_segment, sum(orders) AS orders
-FROM (
-    SELECT categories, state, customer_segment, orders FROM removed
-    UNION ALL
-    SELECT categories, state, customer_segment, orders
-    FROM _agg_all_dates_set_delta
-) x
+FROM (SELECT * FROM removed UNION ALL SELECT * FROM delta) x
 GROUP BY categories, state, customer_segment;
 
 INSERT INTO warehouse.agg_order_category_sets_all_dates (
