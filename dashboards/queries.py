@@ -151,13 +151,19 @@ _SLICES_ALL_DATES = f"""
       AND (%(states)s::text[] IS NULL OR s.state = ANY (%(states)s::text[]))"""
 
 
+def _per_day_guard(dated: bool) -> str:
+    """What keeps the per-day branches out when the all-dates ones stand beside them (`dated`
+    False): they run only over a range that does not cover every order date."""
+    return "" if dated else "NOT %(all_dates)s AND "
+
+
 def _slices(dated: bool) -> str:
     """The slices CTE. With no state selected, the sums of agg_sales_slices_any_state (summed
     over states: 20-30x fewer rows); for a statement that groups neither by date nor by payment
     method (`dated` False), over every order date those of _SLICES_ALL_DATES. Each branch's
     guard is true or false at plan time (the parameters are literals), so only one table is
     read."""
-    guard = "" if dated else "NOT %(all_dates)s AND "
+    guard = _per_day_guard(dated)
     all_dates = "" if dated else f"{_SLICES_ALL_DATES}\n    UNION ALL"
     return f"""
 slices AS ({all_dates}{_SLICES_BY_STATE}
@@ -208,7 +214,7 @@ def _sets_fix(table: str, dated: bool) -> str:
 
 def _slices_orders(dated: bool) -> str:
     """The slices and the order fixes (order_fixes) of two or more categories."""
-    guard = "" if dated else "NOT %(all_dates)s AND "
+    guard = _per_day_guard(dated)
     all_dates = (
         ""
         if dated
