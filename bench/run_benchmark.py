@@ -494,9 +494,9 @@ def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
     the data (the Overview's previous period: distinct customers from the days with orders;
     KPIS_SLICES_SQL there without a filter too); the top products over all dates from
     agg_product_slicer_totals with a category or a segment (one value) or two categories, from
-    agg_product_slices with a category and a segment, from agg_product_states with a state, by
-    order lines with each filter or none (TOP_PRODUCTS_RANGE_SQL) over the last 30 days; the rest
-    with no filter."""
+    agg_product_slices with a category and a segment, by order lines with a state over all dates
+    and with each filter or none (TOP_PRODUCTS_RANGE_SQL) over the last 30 days; the rest with no
+    filter."""
     windows = ("all", "last_30_days")
     slicers = ("category", "state", "segment", "2_categories")
     if name in ("KPIS_SLICES_SQL", "STATES_SLICES_SQL"):
@@ -510,10 +510,8 @@ def _dashboard_variants(name: str) -> list[tuple[str, str | None]]:
     if name.endswith("_SLICES_SQL"):
         unfiltered = [("previous_30_days", None)] if name == "KPIS_SLICES_SQL" else []
         return unfiltered + [(w, s) for s in slicers for w in windows]
-    if name == "TOP_PRODUCTS_STATES_SQL":
-        return [("all", "state")]
     if name == "TOP_PRODUCTS_LINES_SQL":
-        return [("last_30_days", s) for s in slicers[:3]]
+        return [("all", "state")] + [("last_30_days", s) for s in slicers[:3]]
     if name == "TOP_PRODUCTS_RANGE_SQL":
         return [("last_30_days", None)]
     return [(w, None) for w in windows]

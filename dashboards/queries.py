@@ -13,10 +13,10 @@ categories are selected (an order holding several of them counts once), both sum
 first and last order dates over a range that starts at the first or ends at the last order date,
 by the days with orders over any other range. The top products over all dates with one category
 or one segment are a top-N of ``agg_product_slicer_totals``, one row per product (several values
-of one: its rows summed per product; categories and segments: ``agg_product_slices``; states
-alone: ``agg_product_states``); ``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales`` over the date
-range (its date_key index) joined to the dimensions: the top products with a state and another
-filter, or over a part of the range, are what the aggregates cannot answer exactly.
+of one: its rows summed per product; categories and segments: ``agg_product_slices``);
+``TOP_PRODUCTS_LINES_SQL`` reads ``fact_sales`` over the date range (its date_key index) joined
+to the dimensions: the top products with a state filter or over a part of the range are what the
+aggregates cannot answer exactly.
 ``LINES_REFERENCE`` holds the order-line form of every slice statement: the tests check that
 both give the same numbers (tests/integration/test_dashboard_slices.py).
 No Streamlit here: the app caches these functions.
@@ -570,16 +570,6 @@ TOP_PRODUCTS_SLICES_SQL = _top_products(
     )
 )
 
-# One or more states and no other filter: agg_product_states (state x product) summed per
-# product, a state's rows read in product order through its index.
-TOP_PRODUCTS_STATES_SQL = _top_products(
-    _summed_per_product(
-        """SELECT product_id, revenue, profit, quantity
-          FROM warehouse.agg_product_states
-          WHERE state = ANY (%(states)s::text[])"""
-    )
-)
-
 CATEGORIES_AGG_SQL = """
 SELECT coalesce(p.category, 'Unknown') AS category,
        sum(a.revenue) AS revenue, sum(a.profit) AS profit, sum(a.quantity_sold) AS units,
@@ -982,11 +972,8 @@ def top_products_statement(filters: Filters) -> str:
         return TOP_PRODUCTS_AGG_SQL
     if not filters.has_slices:
         return TOP_PRODUCTS_RANGE_SQL
-    others = filters.categories or filters.segments
-    if not filters.covers_all_dates or (filters.states and others):
+    if not filters.covers_all_dates or filters.states:
         return TOP_PRODUCTS_LINES_SQL
-    if filters.states:
-        return TOP_PRODUCTS_STATES_SQL
     if filters.categories and filters.segments:
         return TOP_PRODUCTS_SLICES_SQL
     if len(filters.categories or filters.segments) == 1:

@@ -45,7 +45,6 @@ REFERENCE_TABLES: tuple[str, ...] = (
     "warehouse.agg_order_category_sets_all_dates",
     "warehouse.agg_product_slices",
     "warehouse.agg_product_slicer_totals",
-    "warehouse.agg_product_states",
 )
 # Columns of fact_sales that never change once a line is loaded (an update may not move a row
 # to another shard): the natural key, and the line's transaction.

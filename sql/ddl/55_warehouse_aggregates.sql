@@ -18,8 +18,7 @@ BEGIN
                                      'agg_order_category_sets_any_state',
                                      'agg_sales_slices_all_dates',
                                      'agg_order_category_sets_all_dates',
-                                     'agg_customer_categories',
-                                     'agg_product_states']) AS t (name)
+                                     'agg_customer_categories']) AS t (name)
                    WHERE to_regclass('warehouse.' || t.name) IS NULL) THEN
         INSERT INTO ops.warehouse_refresh_queue (is_full_refresh) VALUES (true);
     END IF;
@@ -199,32 +198,6 @@ COMMENT ON COLUMN warehouse.agg_product_slices.lines IS 'Order lines.';
 COMMENT ON COLUMN warehouse.agg_product_slices.quantity IS 'Units sold.';
 COMMENT ON COLUMN warehouse.agg_product_slices.revenue IS 'Sum of line_total.';
 COMMENT ON COLUMN warehouse.agg_product_slices.profit IS 'Sum of profit.';
-
--- ─── agg_product_states: per state x product, over all dates ─────────────────────────────────
--- the top products of one or more states over the whole range: a state's rows, one per product
--- (3.5 million rows at 10M order lines, for the 1.2 million lines of the largest state that the
--- fact would otherwise give after a scan of all of it: 3 s)
-CREATE TABLE IF NOT EXISTS warehouse.agg_product_states (
-    state       text COLLATE "C",
-    product_id  text COLLATE "C" NOT NULL,
-    lines       integer       NOT NULL,
-    quantity    bigint        NOT NULL,
-    revenue     numeric(14,2) NOT NULL,
-    profit      numeric(14,2) NOT NULL
-);
--- a 1 % batch adds to a share of the rows in place: room left on every page keeps those updates
--- on their page, without index entries (HOT)
-ALTER TABLE warehouse.agg_product_states SET (fillfactor = 70);
-CREATE INDEX IF NOT EXISTS agg_product_states_key_idx
-    ON warehouse.agg_product_states (state, product_id);
-
-COMMENT ON TABLE warehouse.agg_product_states IS 'Sales per state x product over all dates: the top products over the whole range with a state filter (and no other). State: of the customer version the lines point at (valid on the order date). Attributes: join dim_products on product_id where is_current.';
-COMMENT ON COLUMN warehouse.agg_product_states.state IS 'State of the customer version on the order date (NULL when unknown).';
-COMMENT ON COLUMN warehouse.agg_product_states.product_id IS 'Natural key of the product.';
-COMMENT ON COLUMN warehouse.agg_product_states.lines IS 'Order lines.';
-COMMENT ON COLUMN warehouse.agg_product_states.quantity IS 'Units sold.';
-COMMENT ON COLUMN warehouse.agg_product_states.revenue IS 'Sum of line_total.';
-COMMENT ON COLUMN warehouse.agg_product_states.profit IS 'Sum of profit.';
 
 -- ─── agg_product_slicer_totals: agg_product_slices per product and one category or segment ──
 -- summed over the other slicer, so the top products of one category or one segment over the

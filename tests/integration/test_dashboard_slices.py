@@ -53,7 +53,6 @@ SLICE_TABLES = (
     "agg_customer_categories",
     "agg_product_slices",
     "agg_product_slicer_totals",
-    "agg_product_states",
     "agg_customer_metrics",
 )
 
@@ -101,7 +100,6 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
             {},
             {"categories": (categories[0],)},
             {"states": (states[0],)},
-            {"states": tuple(states)},
             {"segments": ("Regular",)},
             {"segments": ("New", "VIP")},
             {"segments": ("New", "VIP"), "states": tuple(states)},
@@ -142,11 +140,9 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
                     assert fetch(conn, queries.TOP_PRODUCTS_RANGE_SQL, top) == lines, (start, end)
                     top_three = fetch(conn, queries.TOP_PRODUCTS_RANGE_SQL, {**params, "limit": 3})
                     assert top_three == lines[:3], (start, end)
-                routed = queries.top_products_statement(filters)
-                aggregated = routed is not queries.TOP_PRODUCTS_LINES_SQL
-                if filters.covers_all_dates and aggregated:  # the aggregates: the same
-                    also = set() if filters.states else {queries.TOP_PRODUCTS_SLICES_SQL}
-                    for statement in {routed} | also:
+                if filters.covers_all_dates and not filters.states:  # the aggregates: the same
+                    routed = queries.top_products_statement(filters)
+                    for statement in {routed, queries.TOP_PRODUCTS_SLICES_SQL}:
                         assert fetch(conn, statement, top) == lines, combo
                     top_three = fetch(conn, routed, {**params, "limit": 3})
                     assert top_three == lines[:3], combo
@@ -273,9 +269,8 @@ def test_routing_reads_the_slices_for_every_filter_and_range(monkeypatch):
         queries.spend_by_state(None, filters)
         assert issued[-1] is queries.STATES_SLICES_SQL
     assert [f.params()["inner_range"] for f in (one, two, inside)] == [False, False, True]
-    # top products over all dates: agg_product_slicer_totals for one slicer, agg_product_slices
-    # for both, agg_product_states for states alone; else the order lines (without the customers
-    # when no filter)
+    # top products over all dates without a state: agg_product_slicer_totals for one slicer,
+    # agg_product_slices for both; else the order lines (without the customers when no filter)
     everything = replace(one, start=edge["data_start"], end=edge["data_end"])
     for filters, statement in (
         (replace(everything, categories=()), queries.TOP_PRODUCTS_AGG_SQL),
@@ -283,8 +278,7 @@ def test_routing_reads_the_slices_for_every_filter_and_range(monkeypatch):
         (replace(everything, categories=("A", "B")), queries.TOP_PRODUCTS_SLICERS_SQL),
         (replace(everything, categories=(), segments=("VIP",)), queries.TOP_PRODUCTS_SLICER_SQL),
         (replace(everything, segments=("VIP",)), queries.TOP_PRODUCTS_SLICES_SQL),
-        (replace(everything, categories=(), states=("X",)), queries.TOP_PRODUCTS_STATES_SQL),
-        (replace(everything, states=("X", "Y")), queries.TOP_PRODUCTS_LINES_SQL),
+        (replace(everything, states=("X",)), queries.TOP_PRODUCTS_LINES_SQL),
         (one, queries.TOP_PRODUCTS_LINES_SQL),
         (replace(one, categories=()), queries.TOP_PRODUCTS_RANGE_SQL),
     ):

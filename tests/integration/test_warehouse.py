@@ -807,8 +807,7 @@ def test_a_customer_without_a_state_changing_segment_moves_its_category_set_row(
     load_batch(conn, BATCH_2)
     run_stages(conn, settings)
     assert _segment_of(conn, "C4") == "New"
-    # P3 again: agg_product_states' row (no state, P3) is added to, by the same kind of path
-    _one_order_on_day(conn, settings, "C4", Item("I30", "T30", "P3", 1, D("20.00"), D("0")))
+    _one_order_on_day(conn, settings, "C4", Item("I30", "T30", "P4", 1, D("20.00"), D("0")))
     assert _segment_of(conn, "C4") == "Regular"
     assert fetch(
         conn,
@@ -869,8 +868,6 @@ DROP TABLE warehouse.older_metrics
         "DROP TABLE warehouse.agg_product_slices",
         # before their sums per category and per segment
         "DROP TABLE warehouse.agg_product_slicer_totals",
-        # before their sums per state
-        "DROP TABLE warehouse.agg_product_states",
     ],
     ids=[
         "added_sums",
@@ -883,7 +880,6 @@ DROP TABLE warehouse.older_metrics
         "categories_bought",
         "product_slices",
         "product_slicer_totals",
-        "product_states",
     ],
 )
 def test_a_database_from_before_new_aggregates_is_upgraded_and_rebuilt(wh, older_schema):

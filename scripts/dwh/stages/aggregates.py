@@ -50,7 +50,6 @@ AGGREGATES: tuple[str, ...] = (
     "agg_order_category_sets_all_dates",
     "agg_product_slices",
     "agg_product_slicer_totals",
-    "agg_product_states",
 )
 
 # VACUUMed after the stage commits (StageResult.vacuum): every table after a full rebuild, these
