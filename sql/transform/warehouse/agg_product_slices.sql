@@ -7,7 +7,7 @@
 -- the old segment's rows to the new one's (read through the fact's customer index).
 -- Parameter: full (every product, from the fact).
 
-DROP TABLE IF EXISTS _agg_product_delta, _agg_product_emptied;
+DROP TABLE IF EXISTS _agg_product_delta, _agg_product_updated;
 
 DELETE FROM warehouse.agg_product_slices
 WHERE %(full)s
@@ -82,8 +82,10 @@ GROUP BY d.product_id, d.category, d.customer_segment;
 ANALYZE _agg_product_delta (product_id, category, customer_segment);
 
 -- added in place: the sums are not indexed, so on pages the table's fillfactor leaves room on,
--- the new row versions stay on their page without new index entries (HOT updates)
-CREATE TEMP TABLE _agg_product_emptied ON COMMIT DROP AS
+-- the new row versions stay on their page without new index entries (HOT updates). The keys it
+-- updated are kept: the delta's other keys are new rows (an anti-join of the delta and those
+-- keys, not of the delta and the whole table: at 10M lines 0.48 million rows hashed, 81 ms)
+CREATE TEMP TABLE _agg_product_updated ON COMMIT DROP AS
 WITH updated AS (
     UPDATE warehouse.agg_product_slices t
     SET lines = t.lines + d.lines, quantity = t.quantity + d.quantity,
@@ -94,7 +96,7 @@ WITH updated AS (
       AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
     RETURNING t.product_id, t.category, t.customer_segment, t.lines
 )
-SELECT product_id, category, customer_segment FROM updated WHERE lines = 0;
+SELECT product_id, category, customer_segment, lines FROM updated;
 
 INSERT INTO warehouse.agg_product_slices (
     product_id, category, customer_segment, lines, quantity, revenue, profit
@@ -102,15 +104,16 @@ INSERT INTO warehouse.agg_product_slices (
 SELECT d.product_id, d.category, d.customer_segment, d.lines, d.quantity, d.revenue, d.profit
 FROM _agg_product_delta d
 WHERE d.lines <> 0
-  AND NOT EXISTS (SELECT 1 FROM warehouse.agg_product_slices t
-                  WHERE t.product_id = d.product_id
-                    AND t.category IS NOT DISTINCT FROM d.category
-                    AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment);
+  AND NOT EXISTS (SELECT 1 FROM _agg_product_updated u
+                  WHERE u.product_id = d.product_id
+                    AND u.category IS NOT DISTINCT FROM d.category
+                    AND u.customer_segment IS NOT DISTINCT FROM d.customer_segment);
 
 -- rows whose every line moved to another segment
 DELETE FROM warehouse.agg_product_slices t
-USING _agg_product_emptied e
-WHERE t.product_id = e.product_id
+USING _agg_product_updated e
+WHERE e.lines = 0
+  AND t.product_id = e.product_id
   AND t.category IS NOT DISTINCT FROM e.category
   AND t.customer_segment IS NOT DISTINCT FROM e.customer_segment;
 
