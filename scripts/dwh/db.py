@@ -19,7 +19,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from dwh.exceptions import DatabaseUnavailable, first_line
+from dwh.exceptions import DatabaseUnavailable, PipelineError, first_line
 from dwh.settings import PROJECT_ROOT, Settings, mask_url
 
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -163,6 +163,92 @@ def bulk_load(
         for name, definition in foreign_keys:
             cur.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
         cur.execute(f"ANALYZE {table}")
+
+
+# The foreign keys of a table whose per-row triggers a session may skip for a set check: each
+# enforced one, its column and its parent's; none when a foreign key has several columns or is
+# deferrable, when the table has a trigger or rule of its own (skipped with the foreign keys'),
+# or when the session may not set session_replication_role (a superuser, or granted SET on it).
+_SET_CHECKABLE_FOREIGN_KEYS = """
+WITH fk AS (
+    SELECT c.conname,
+           (SELECT nspname FROM pg_namespace WHERE oid = r.relnamespace) AS parent_schema,
+           r.relname AS parent,
+           (SELECT attname FROM pg_attribute
+            WHERE attrelid = c.conrelid AND attnum = c.conkey[1]) AS col,
+           (SELECT attname FROM pg_attribute
+            WHERE attrelid = c.confrelid AND attnum = c.confkey[1]) AS parent_col,
+           cardinality(c.conkey) = 1 AND NOT c.condeferrable AS checkable
+    FROM pg_constraint c
+    JOIN pg_class r ON r.oid = c.confrelid
+    WHERE c.conrelid = %(table)s::regclass AND c.contype = 'f'
+      AND (to_jsonb(c) ->> 'conenforced') IS DISTINCT FROM 'false'
+)
+SELECT conname, parent_schema, parent, col, parent_col FROM fk
+WHERE has_parameter_privilege('session_replication_role', 'SET')
+  AND NOT EXISTS (SELECT 1 FROM pg_trigger
+                  WHERE tgrelid = %(table)s::regclass AND NOT tgisinternal)
+  AND NOT EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = %(table)s::regclass)
+  AND NOT EXISTS (SELECT 1 FROM fk WHERE NOT checkable)
+ORDER BY conname
+"""
+
+
+@contextmanager
+def foreign_keys_checked_as_a_set(
+    conn: psycopg2.extensions.connection,
+    table: str,
+    written: str,
+):
+    """Write `table` in the caller's transaction with its foreign keys checked once for all the
+    rows written instead of by a trigger per row (at 10M order lines, 100k lines with two
+    foreign keys: 2.0 s with the triggers, 0.9 s this way). Inside the block the session skips
+    triggers (session_replication_role = replica, set back after it); after it, for each
+    foreign key, the parent rows of the keys of `written` (a query of the rows the block wrote,
+    with their referencing columns) are locked FOR KEY SHARE in one statement, as each row's
+    trigger would have locked its own (a concurrent delete of a parent waits for this
+    transaction, then fails on the rows it references), and a key without a parent raises
+    PipelineError: the caller rolls back. Where the triggers cannot be skipped safely (see
+    _SET_CHECKABLE_FOREIGN_KEYS) they check each row as usual. The block must write only
+    `table` (insert or update, never a key another table references)."""
+    with conn.cursor() as cur:
+        cur.execute(_SET_CHECKABLE_FOREIGN_KEYS, {"table": table})
+        foreign_keys = cur.fetchall()
+        if foreign_keys:
+            cur.execute(
+                "SELECT current_setting('session_replication_role'),"
+                " set_config('session_replication_role', 'replica', true)"
+            )
+            role = cur.fetchone()[0]
+    yield
+    if not foreign_keys:
+        return
+    with conn.cursor() as cur:
+        cur.execute("SELECT set_config('session_replication_role', %s, true)", (role,))
+        for name, parent_schema, parent, col, parent_col in foreign_keys:
+            cur.execute(
+                sql.SQL(
+                    "WITH keys AS MATERIALIZED (SELECT DISTINCT w.{col} AS k FROM ({written}) AS w"
+                    "                           WHERE w.{col} IS NOT NULL)"
+                    " SELECT (SELECT count(*) FROM keys)"
+                    " - (SELECT count(*) FROM (SELECT 1 FROM {parent} AS p"
+                    "    WHERE p.{parent_col} = ANY (ARRAY(SELECT k FROM keys))"
+                    "    FOR KEY SHARE OF p) AS locked)"
+                ).format(
+                    col=sql.Identifier(col),
+                    written=sql.SQL(written),
+                    parent=sql.Identifier(parent_schema, parent),
+                    parent_col=sql.Identifier(parent_col),
+                )
+            )
+            missing = cur.fetchone()[0]
+            if missing:
+                raise PipelineError(
+                    f"{table}: {missing} value(s) of {col} written point at no row of"
+                    f" {parent_schema}.{parent} (foreign key {name}): a row they need was deleted while they were"
+                    " written. Nothing of this transaction was kept; run again.",
+                    table=table,
+                )
 
 
 # Memory for the hash joins and aggregates of a bulk stage (SET LOCAL: its transaction only),

@@ -12,6 +12,7 @@ import pytest
 from test_warehouse_support import scalar
 
 from dwh import db
+from dwh.exceptions import PipelineError
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +117,78 @@ def test_bulk_load_with_a_duplicate_key_fails_naming_it_and_keeps_the_old_rows(
         cur.execute("SELECT code FROM child")
         assert cur.fetchall() == [("old",)]
     assert _definitions(conn, "child") == before
+
+
+CHILD_ROWS = "SELECT * FROM child WHERE code LIKE 'new%'"
+
+
+def _replication_role(conn: psycopg2.extensions.connection) -> str:
+    """session_replication_role, read inside the current transaction."""
+    with conn.cursor() as cur:
+        cur.execute("SHOW session_replication_role")
+        return cur.fetchone()[0]
+
+
+def test_foreign_keys_checked_as_a_set_lock_the_parents_and_come_back_after_the_block(
+    conn: psycopg2.extensions.connection, db_url: str
+) -> None:
+    with db.foreign_keys_checked_as_a_set(conn, "child", CHILD_ROWS):
+        assert _replication_role(conn) == "replica"  # no trigger per row inside
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO child (code, parent_id) VALUES ('new1', 'p2'), ('new2', 'p2')")
+    assert _replication_role(conn) == "origin"
+    # the parent of the rows written is locked until the transaction ends: a concurrent delete
+    # of it waits (and would then fail on the committed rows), as with the per-row triggers
+    other = db.connect(db_url)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SET lock_timeout = '300ms'")
+            with pytest.raises(psycopg2.errors.LockNotAvailable):
+                cur.execute("DELETE FROM parent WHERE parent_id = 'p2'")
+        other.rollback()
+        # the triggers check the statements after the block again
+        with pytest.raises(psycopg2.errors.ForeignKeyViolation):
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO child (code, parent_id) VALUES ('late', 'p9')")
+        conn.rollback()
+    finally:
+        other.close()
+
+
+def test_foreign_keys_checked_as_a_set_fail_on_a_key_without_parent(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    with pytest.raises(PipelineError) as failure:
+        with db.foreign_keys_checked_as_a_set(conn, "child", CHILD_ROWS):
+            with conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO child (code, parent_id) VALUES ('new1', 'p1'), ('new2', 'p9')"
+                )
+    message = str(failure.value)
+    assert "child: 1 value(s) of parent_id" in message
+    assert "public.parent (foreign key child_parent_id_fkey)" in message
+    conn.rollback()
+    assert scalar(conn, "SELECT array_agg(code) FROM child") == ["old"]
+
+
+def test_a_table_with_a_trigger_of_its_own_keeps_the_per_row_checks(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN NEW.amount := 7; RETURN NEW; END $$;"
+            " CREATE TRIGGER child_touch BEFORE INSERT ON child"
+            " FOR EACH ROW EXECUTE FUNCTION touch()"
+        )
+    conn.commit()
+    with db.foreign_keys_checked_as_a_set(conn, "child", CHILD_ROWS):
+        assert _replication_role(conn) == "origin"  # replica would skip child_touch too
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO child (code, parent_id) VALUES ('new1', 'p1')")
+            with pytest.raises(psycopg2.errors.ForeignKeyViolation):
+                cur.execute("INSERT INTO child (code, parent_id) VALUES ('new2', 'p9')")
+    conn.rollback()
 
 
 def _force_stats_flush(conn: psycopg2.extensions.connection) -> None:

@@ -186,9 +186,15 @@ def _params(settings: Settings, table: str, batch_id: str | None, run_id: int | 
     }
 
 
+# The rows a promotion file inserted or updated (sql/transform/production/<table>.sql: _promote).
+PROMOTED_ROWS = "SELECT * FROM _promote WHERE change IN ('insert', 'update')"
+
+
 def _run_promotion(conn: psycopg2.extensions.connection, params: dict[str, Any]) -> dict:
     table = params["table_name"]
-    db.run_sql_file(conn, f"transform/production/{table}.sql", params)
+    # the file writes the table from _promote; its foreign keys are checked for the rows it wrote
+    with db.foreign_keys_checked_as_a_set(conn, f"production.{table}", PROMOTED_ROWS):
+        db.run_sql_file(conn, f"transform/production/{table}.sql", params)
     if table in VERSIONED_TABLES:  # the SCD2 version log, in the same transaction
         db.run_sql_file(conn, f"transform/production/{VERSIONED_TABLES[table]}.sql", params)
     text = db.sql_path("transform/production/_finish.sql").read_text(encoding="utf-8")
