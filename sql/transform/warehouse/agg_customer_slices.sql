@@ -9,7 +9,7 @@
 -- writes the rows it adds to, not every row of every customer it touches.
 -- Parameter: full. Runs after agg_customer_totals and agg_sales_slices (its _agg_seg_moves).
 
-DROP TABLE IF EXISTS _agg_customer_slices_added;
+DROP TABLE IF EXISTS _agg_customer_slices_added, _agg_customer_slices_updated;
 
 DELETE FROM warehouse.agg_customer_slices
 WHERE %(full)s
@@ -64,18 +64,26 @@ GROUP BY a.customer_id, a.category, a.state, m.customer_segment;
 ANALYZE _agg_customer_slices_added (customer_id, category, state, customer_segment);
 
 -- the rows of those customers are read through the key index (the array: not a scan of the
--- whole table); category and state, which may be NULL, are compared after the id
-UPDATE warehouse.agg_customer_slices s
-SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
-    last_purchase_date = greatest(s.last_purchase_date, a.last_purchase_date),
-    revenue = s.revenue + a.revenue,
-    active_days = s.active_days + a.active_days,
-    customer_segment = a.customer_segment
-FROM _agg_customer_slices_added a
-WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
-  AND s.customer_id = a.customer_id
-  AND s.category IS NOT DISTINCT FROM a.category
-  AND s.state IS NOT DISTINCT FROM a.state;
+-- whole table); category and state, which may be NULL, are compared after the id. The keys it
+-- updated are kept, and the sums' other keys are the new rows: an anti-join of two temporary
+-- tables (against the table, it read 171k index entries whose pages the update had just changed:
+-- 0.56 s of the insert's 0.83 s at 10M lines)
+CREATE TEMP TABLE _agg_customer_slices_updated ON COMMIT DROP AS
+WITH updated AS (
+    UPDATE warehouse.agg_customer_slices s
+    SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
+        last_purchase_date = greatest(s.last_purchase_date, a.last_purchase_date),
+        revenue = s.revenue + a.revenue,
+        active_days = s.active_days + a.active_days,
+        customer_segment = a.customer_segment
+    FROM _agg_customer_slices_added a
+    WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
+      AND s.customer_id = a.customer_id
+      AND s.category IS NOT DISTINCT FROM a.category
+      AND s.state IS NOT DISTINCT FROM a.state
+    RETURNING s.customer_id, s.category, s.state
+)
+SELECT customer_id, category, state FROM updated;
 
 INSERT INTO warehouse.agg_customer_slices (
     customer_id, category, state, customer_segment, first_purchase_date, last_purchase_date,
@@ -84,12 +92,10 @@ INSERT INTO warehouse.agg_customer_slices (
 SELECT a.customer_id, a.category, a.state, a.customer_segment, a.first_purchase_date,
        a.last_purchase_date, a.revenue, a.active_days
 FROM _agg_customer_slices_added a
-WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_customer_slices s
-                  WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers
-                                                   WHERE NOT recompute))
-                    AND s.customer_id = a.customer_id
-                    AND s.category IS NOT DISTINCT FROM a.category
-                    AND s.state IS NOT DISTINCT FROM a.state);
+WHERE NOT EXISTS (SELECT 1 FROM _agg_customer_slices_updated u
+                  WHERE u.customer_id = a.customer_id
+                    AND u.category IS NOT DISTINCT FROM a.category
+                    AND u.state IS NOT DISTINCT FROM a.state);
 
 -- their other rows: the new segment of the customers whose segment changed (_agg_seg_moves,
 -- agg_sales_slices.sql; a recomputed customer's rows already have it), read through the key index

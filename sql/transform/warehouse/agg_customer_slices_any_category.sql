@@ -8,7 +8,7 @@
 -- the distinct non-NULL categories of the rows summed (sorted: "C" columns sort in byte order).
 -- Parameter: full (every customer).
 
-DROP TABLE IF EXISTS _agg_any_category_added;
+DROP TABLE IF EXISTS _agg_any_category_added, _agg_any_category_updated;
 
 DELETE FROM warehouse.agg_customer_slices_any_category
 WHERE %(full)s
@@ -39,20 +39,26 @@ GROUP BY customer_id, state, customer_segment;
 
 ANALYZE _agg_any_category_added (customer_id, state, customer_segment);
 
-UPDATE warehouse.agg_customer_slices_any_category s
-SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
-    last_purchase_date = greatest(s.last_purchase_date, a.last_purchase_date),
-    revenue = s.revenue + a.revenue,
-    active_days = s.active_days + a.active_days,
-    categories = CASE WHEN a.categories <@ s.categories THEN s.categories
-                      ELSE ARRAY(SELECT DISTINCT c
-                                 FROM unnest(s.categories || a.categories) AS u (c)
-                                 ORDER BY c) END,
-    customer_segment = a.customer_segment
-FROM _agg_any_category_added a
-WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
-  AND s.customer_id = a.customer_id
-  AND s.state IS NOT DISTINCT FROM a.state;
+-- (the keys it updated kept for the insert's anti-join, as in agg_customer_slices.sql)
+CREATE TEMP TABLE _agg_any_category_updated ON COMMIT DROP AS
+WITH updated AS (
+    UPDATE warehouse.agg_customer_slices_any_category s
+    SET first_purchase_date = least(s.first_purchase_date, a.first_purchase_date),
+        last_purchase_date = greatest(s.last_purchase_date, a.last_purchase_date),
+        revenue = s.revenue + a.revenue,
+        active_days = s.active_days + a.active_days,
+        categories = CASE WHEN a.categories <@ s.categories THEN s.categories
+                          ELSE ARRAY(SELECT DISTINCT c
+                                     FROM unnest(s.categories || a.categories) AS u (c)
+                                     ORDER BY c) END,
+        customer_segment = a.customer_segment
+    FROM _agg_any_category_added a
+    WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers WHERE NOT recompute))
+      AND s.customer_id = a.customer_id
+      AND s.state IS NOT DISTINCT FROM a.state
+    RETURNING s.customer_id, s.state
+)
+SELECT customer_id, state FROM updated;
 
 INSERT INTO warehouse.agg_customer_slices_any_category (
     customer_id, state, customer_segment, first_purchase_date, last_purchase_date, revenue,
@@ -61,11 +67,9 @@ INSERT INTO warehouse.agg_customer_slices_any_category (
 SELECT a.customer_id, a.state, a.customer_segment, a.first_purchase_date, a.last_purchase_date,
        a.revenue, a.active_days, a.categories
 FROM _agg_any_category_added a
-WHERE NOT EXISTS (SELECT 1 FROM warehouse.agg_customer_slices_any_category s
-                  WHERE s.customer_id = ANY (ARRAY(SELECT customer_id FROM _agg_customers
-                                                   WHERE NOT recompute))
-                    AND s.customer_id = a.customer_id
-                    AND s.state IS NOT DISTINCT FROM a.state);
+WHERE NOT EXISTS (SELECT 1 FROM _agg_any_category_updated u
+                  WHERE u.customer_id = a.customer_id
+                    AND u.state IS NOT DISTINCT FROM a.state);
 
 -- their other rows: the new segment of the customers whose segment changed (_agg_seg_moves)
 UPDATE warehouse.agg_customer_slices_any_category s
