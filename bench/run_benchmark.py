@@ -84,6 +84,8 @@ PG_SETTINGS = (
     "jit",
     "max_parallel_workers_per_gather",
     "effective_cache_size",
+    "bgwriter_delay",
+    "bgwriter_lru_maxpages",
 )
 TARGETS = {
     "end_to_end_x_floor": 8.0,
