@@ -1,8 +1,10 @@
-"""dwh.db helpers for bulk work: bulk_load (keys and indexes rebuilt after the load) and
+"""dwh.db helpers for bulk work: bulk_load (keys and indexes rebuilt after the load),
+foreign_keys_checked_as_a_set (one check for the rows written instead of a trigger per row) and
 analyze_stale (statistics refreshed only where they are missing or stale)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import psycopg2
@@ -189,6 +191,32 @@ def test_a_table_with_a_trigger_of_its_own_keeps_the_per_row_checks(
             with pytest.raises(psycopg2.errors.ForeignKeyViolation):
                 cur.execute("INSERT INTO child (code, parent_id) VALUES ('new2', 'p9')")
     conn.rollback()
+
+
+def test_a_role_that_may_not_skip_triggers_keeps_the_per_row_checks(
+    conn: psycopg2.extensions.connection,
+) -> None:
+    role = f"dwh_test_owner_{uuid.uuid4().hex[:8]}"  # roles are cluster-wide: a unique name
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} NOSUPERUSER")
+        cur.execute(f"GRANT SELECT, INSERT, UPDATE ON parent, child TO {role}")
+    conn.commit()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET ROLE {role}")  # without SET on session_replication_role
+        with db.foreign_keys_checked_as_a_set(conn, "child", CHILD_ROWS):
+            assert _replication_role(conn) == "origin"
+            with conn.cursor() as cur:
+                with pytest.raises(psycopg2.errors.ForeignKeyViolation):
+                    cur.execute("INSERT INTO child (code, parent_id) VALUES ('new1', 'p9')")
+        conn.rollback()
+    finally:
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute("RESET ROLE")
+            cur.execute(f"DROP OWNED BY {role}")
+            cur.execute(f"DROP ROLE {role}")
+        conn.commit()
 
 
 def _force_stats_flush(conn: psycopg2.extensions.connection) -> None:
