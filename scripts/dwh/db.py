@@ -245,8 +245,9 @@ def foreign_keys_checked_as_a_set(
             if missing:
                 raise PipelineError(
                     f"{table}: {missing} value(s) of {col} written point at no row of"
-                    f" {parent_schema}.{parent} (foreign key {name}): a row they need was deleted while they were"
-                    " written. Nothing of this transaction was kept; run again.",
+                    f" {parent_schema}.{parent} (foreign key {name}): a row they need was"
+                    " deleted while they were written. Nothing of this transaction was kept;"
+                    " run again.",
                     table=table,
                 )
 
