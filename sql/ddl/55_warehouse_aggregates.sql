@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_sales_slices (
     orders              integer       NOT NULL,
     orders_first        integer       NOT NULL
 );
+-- a batch's segment moves add to rows of every date in place: the room left on every page keeps
+-- those updates on their page, without index entries (HOT)
+ALTER TABLE warehouse.agg_sales_slices SET (fillfactor = 90);
 -- one row per key (GROUP BY); not a unique index, so a full rebuild builds it once by a sort
 CREATE INDEX IF NOT EXISTS agg_sales_slices_key_idx
     ON warehouse.agg_sales_slices (date_key, category, state, customer_segment, payment_method_key);
@@ -237,6 +240,8 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_order_category_sets (
     payment_method_key  bigint        NOT NULL,
     orders              integer       NOT NULL
 );
+-- segment moves update rows in place, as in agg_sales_slices (HOT)
+ALTER TABLE warehouse.agg_order_category_sets SET (fillfactor = 90);
 -- a range of days (the dashboard), and the rows a segment move changes, by the whole key (by
 -- date alone, a batch's moved rows were looked up with a scan of the whole table; without state
 -- and segment, each probe read the ~20 rows of its date, method and set at 10M order lines)
@@ -299,8 +304,19 @@ CREATE TABLE IF NOT EXISTS warehouse.agg_order_category_sets_any_state (
     payment_method_key  bigint        NOT NULL,
     orders              integer       NOT NULL
 );
+-- segment moves update rows in place (HOT, as in agg_sales_slices), found by the whole key
+ALTER TABLE warehouse.agg_order_category_sets_any_state SET (fillfactor = 90);
+DO $$
+BEGIN
+    IF (SELECT indnatts FROM pg_index
+        WHERE indexrelid = to_regclass('warehouse.agg_order_category_sets_any_state_key_idx')) < 4
+    THEN
+        DROP INDEX warehouse.agg_order_category_sets_any_state_key_idx;  -- built without segment
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS agg_order_category_sets_any_state_key_idx
-    ON warehouse.agg_order_category_sets_any_state (date_key, payment_method_key, categories);
+    ON warehouse.agg_order_category_sets_any_state
+    (date_key, payment_method_key, categories, customer_segment);
 
 COMMENT ON TABLE warehouse.agg_order_category_sets_any_state IS 'agg_order_category_sets summed over states: orders with lines in two or more categories per order date x set of categories x customer segment x payment method, read by the dashboard when no state is selected.';
 COMMENT ON COLUMN warehouse.agg_order_category_sets_any_state.date_key IS 'Order date (dim_date.date_key).';

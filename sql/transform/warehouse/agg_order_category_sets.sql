@@ -12,7 +12,7 @@
 -- agg_sales_slices, whose _agg_moved_lines holds the lines of the customers whose segment changed).
 -- Parameter: full (every date). Returns the customers whose orders moved.
 
-DROP TABLE IF EXISTS _agg_set_delta, _agg_set_merged, _agg_sets_replaced;
+DROP TABLE IF EXISTS _agg_set_delta, _agg_sets_moved, _agg_sets_replaced;
 
 -- the touched dates' rows, summed over those dates (agg_order_category_sets_all_dates.sql takes
 -- them off its sums; empty on a full rebuild, which starts from an emptied table)
@@ -60,7 +60,7 @@ WITH moved_orders AS (
     HAVING count(DISTINCT category) >= 2
 )
 SELECT date_key, categories, state, segment AS customer_segment, payment_method_key,
-       sum(sign)::integer AS orders
+       sum(sign)::integer AS orders, row_number() OVER () AS delta_id
 FROM (
     SELECT moved_orders.*, old_segment AS segment, -1 AS sign FROM moved_orders
     UNION ALL
@@ -68,52 +68,66 @@ FROM (
 ) x
 GROUP BY date_key, categories, state, segment, payment_method_key;
 
--- the rows of the delta's keys are taken out and added to it: by the whole key in the key index,
--- and for the few keys with a NULL state or segment by the rest of the key, since
--- `IS NOT DISTINCT FROM` cannot be an index condition
-CREATE TEMP TABLE _agg_set_merged ON COMMIT DROP AS
-WITH removed_keys AS (
-    DELETE FROM warehouse.agg_order_category_sets t
-    USING _agg_set_delta d
+-- the delta is added in place to the stored rows of its keys (HOT updates, as in
+-- agg_sales_slices.sql): by the whole key in the key index, and for the few keys with a NULL state
+-- or segment by the rest of the key, since `IS NOT DISTINCT FROM` cannot be an index condition.
+-- The delta rows it added are kept: the others are new keys.
+CREATE TEMP TABLE _agg_sets_moved ON COMMIT DROP AS
+WITH updated_keys AS (
+    UPDATE warehouse.agg_order_category_sets t
+    SET orders = t.orders + d.orders
+    FROM _agg_set_delta d
     WHERE t.date_key = d.date_key
       AND t.payment_method_key = d.payment_method_key
       AND t.categories = d.categories
       AND t.state = d.state
       AND t.customer_segment = d.customer_segment
-    RETURNING t.*
+    RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.state,
+              t.customer_segment, t.orders
 ),
-removed_nulls AS (
-    DELETE FROM warehouse.agg_order_category_sets t
-    USING _agg_set_delta d
+updated_nulls AS (
+    UPDATE warehouse.agg_order_category_sets t
+    SET orders = t.orders + d.orders
+    FROM _agg_set_delta d
     WHERE (d.state IS NULL OR d.customer_segment IS NULL)
       AND t.date_key = d.date_key
       AND t.payment_method_key = d.payment_method_key
       AND t.categories = d.categories
       AND t.state IS NOT DISTINCT FROM d.state
       AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
-    RETURNING t.*
-),
-removed AS (
-    SELECT * FROM removed_keys
-    UNION ALL
-    SELECT * FROM removed_nulls
+    RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.state,
+              t.customer_segment, t.orders
 )
-SELECT date_key, categories, state, customer_segment, payment_method_key,
-       sum(orders)::integer AS orders
-FROM (
-    SELECT date_key, categories, state, customer_segment, payment_method_key, orders
-    FROM removed
-    UNION ALL
-    SELECT date_key, categories, state, customer_segment, payment_method_key, orders
-    FROM _agg_set_delta
-) x
-GROUP BY date_key, categories, state, customer_segment, payment_method_key;
+SELECT * FROM updated_keys
+UNION ALL
+SELECT * FROM updated_nulls;
 
 INSERT INTO warehouse.agg_order_category_sets (
     date_key, categories, state, customer_segment, payment_method_key, orders
 )
-SELECT date_key, categories, state, customer_segment, payment_method_key, orders
-FROM _agg_set_merged
-WHERE orders <> 0;
+SELECT d.date_key, d.categories, d.state, d.customer_segment, d.payment_method_key, d.orders
+FROM _agg_set_delta d
+WHERE d.orders <> 0
+  AND NOT EXISTS (SELECT 1 FROM _agg_sets_moved u WHERE u.delta_id = d.delta_id);
+
+-- rows whose every order moved to another segment, found as above
+DELETE FROM warehouse.agg_order_category_sets t
+USING _agg_sets_moved e
+WHERE e.orders = 0
+  AND t.date_key = e.date_key
+  AND t.payment_method_key = e.payment_method_key
+  AND t.categories = e.categories
+  AND t.state = e.state
+  AND t.customer_segment = e.customer_segment;
+
+DELETE FROM warehouse.agg_order_category_sets t
+USING _agg_sets_moved e
+WHERE e.orders = 0
+  AND (e.state IS NULL OR e.customer_segment IS NULL)
+  AND t.date_key = e.date_key
+  AND t.payment_method_key = e.payment_method_key
+  AND t.categories = e.categories
+  AND t.state IS NOT DISTINCT FROM e.state
+  AND t.customer_segment IS NOT DISTINCT FROM e.customer_segment;
 
 SELECT count(*) AS moved_customers FROM _agg_seg_moves;

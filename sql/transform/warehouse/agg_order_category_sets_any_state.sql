@@ -2,9 +2,9 @@
 -- of categories x segment x payment method), what the dashboard reads when no state is selected.
 -- Runs after agg_order_category_sets.sql, from what it left: the touched dates are deleted and
 -- grouped again from agg_order_category_sets; the segment moves on other dates (_agg_set_delta)
--- are summed over states and merged into the stored rows. Parameter: full (every date).
+-- are summed over states and added to the stored rows. Parameter: full (every date).
 
-DROP TABLE IF EXISTS _agg_any_state_set_delta, _agg_any_state_set_merged;
+DROP TABLE IF EXISTS _agg_any_state_set_delta, _agg_any_state_sets_moved;
 
 DELETE FROM warehouse.agg_order_category_sets_any_state
 WHERE %(full)s OR date_key = ANY (ARRAY(SELECT date_key FROM _agg_dates));
@@ -21,36 +21,58 @@ ORDER BY date_key;
 
 -- ── segment moves (incremental only; none on a full rebuild) ─────────────────────────────────
 CREATE TEMP TABLE _agg_any_state_set_delta ON COMMIT DROP AS
-SELECT date_key, categories, customer_segment, payment_method_key, sum(orders) AS orders
+SELECT date_key, categories, customer_segment, payment_method_key, sum(orders) AS orders,
+       row_number() OVER () AS delta_id
 FROM _agg_set_delta
 GROUP BY date_key, categories, customer_segment, payment_method_key;
 
 ANALYZE _agg_any_state_set_delta (date_key, categories, customer_segment, payment_method_key);
 
-CREATE TEMP TABLE _agg_any_state_set_merged ON COMMIT DROP AS
-WITH removed AS (
-    DELETE FROM warehouse.agg_order_category_sets_any_state t
-    USING _agg_any_state_set_delta d
+-- added in place to the stored rows of its keys (HOT updates, as in agg_order_category_sets.sql):
+-- by the whole key in the key index, and for a NULL segment by the rest of the key
+CREATE TEMP TABLE _agg_any_state_sets_moved ON COMMIT DROP AS
+WITH updated_keys AS (
+    UPDATE warehouse.agg_order_category_sets_any_state t
+    SET orders = t.orders + d.orders
+    FROM _agg_any_state_set_delta d
     WHERE t.date_key = d.date_key
       AND t.payment_method_key = d.payment_method_key
       AND t.categories = d.categories
-      AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
-    RETURNING t.*
+      AND t.customer_segment = d.customer_segment
+    RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.customer_segment,
+              t.orders
+),
+updated_nulls AS (
+    UPDATE warehouse.agg_order_category_sets_any_state t
+    SET orders = t.orders + d.orders
+    FROM _agg_any_state_set_delta d
+    WHERE d.customer_segment IS NULL
+      AND t.date_key = d.date_key
+      AND t.payment_method_key = d.payment_method_key
+      AND t.categories = d.categories
+      AND t.customer_segment IS NULL
+    RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.customer_segment,
+              t.orders
 )
-SELECT date_key, categories, customer_segment, payment_method_key, sum(orders) AS orders
-FROM (
-    SELECT date_key, categories, customer_segment, payment_method_key, orders FROM removed
-    UNION ALL
-    SELECT date_key, categories, customer_segment, payment_method_key, orders
-    FROM _agg_any_state_set_delta
-) x
-GROUP BY date_key, categories, customer_segment, payment_method_key;
+SELECT * FROM updated_keys
+UNION ALL
+SELECT * FROM updated_nulls;
 
 INSERT INTO warehouse.agg_order_category_sets_any_state (
     date_key, categories, customer_segment, payment_method_key, orders
 )
-SELECT date_key, categories, customer_segment, payment_method_key, orders
-FROM _agg_any_state_set_merged
-WHERE orders <> 0;
+SELECT d.date_key, d.categories, d.customer_segment, d.payment_method_key, d.orders
+FROM _agg_any_state_set_delta d
+WHERE d.orders <> 0
+  AND NOT EXISTS (SELECT 1 FROM _agg_any_state_sets_moved u WHERE u.delta_id = d.delta_id);
 
-SELECT count(*) AS merged_keys FROM _agg_any_state_set_merged;
+-- rows whose every order moved to another segment
+DELETE FROM warehouse.agg_order_category_sets_any_state t
+USING _agg_any_state_sets_moved e
+WHERE e.orders = 0
+  AND t.date_key = e.date_key
+  AND t.payment_method_key = e.payment_method_key
+  AND t.categories = e.categories
+  AND t.customer_segment IS NOT DISTINCT FROM e.customer_segment;
+
+SELECT count(*) AS merged_keys FROM _agg_any_state_set_delta;

@@ -7,7 +7,7 @@
 -- through the fact's customer index) instead of recomputing every date of that customer.
 -- Parameter: full (every date).
 
-DROP TABLE IF EXISTS _agg_seg_moves, _agg_moved_lines, _agg_slice_delta, _agg_slice_merged,
+DROP TABLE IF EXISTS _agg_seg_moves, _agg_moved_lines, _agg_slice_delta, _agg_slices_moved,
                      _agg_slices_replaced;
 
 -- the touched dates' rows, summed over those dates (agg_sales_slices_all_dates.sql takes them off
@@ -80,7 +80,8 @@ flagged AS (
 SELECT date_key, category, state, segment AS customer_segment, payment_method_key,
        sum(sign * lines)::integer AS lines, sum(sign * quantity) AS quantity,
        sum(sign * revenue) AS revenue, sum(sign * profit) AS profit,
-       sum(sign)::integer AS orders, sum(sign * is_first)::integer AS orders_first
+       sum(sign)::integer AS orders, sum(sign * is_first)::integer AS orders_first,
+       row_number() OVER () AS delta_id
 FROM (
     SELECT flagged.*, old_segment AS segment, -1 AS sign FROM flagged
     UNION ALL
@@ -90,58 +91,74 @@ GROUP BY date_key, category, state, segment, payment_method_key;
 
 ANALYZE _agg_slice_delta (date_key, category, state, customer_segment, payment_method_key);
 
--- the stored rows of those slices are taken out and merged with the deltas: by a lookup of the
--- whole key in the key index, and for the few keys with a NULL (an unknown category or state)
--- by their date, since `IS NOT DISTINCT FROM` cannot be an index condition
-CREATE TEMP TABLE _agg_slice_merged ON COMMIT DROP AS
-WITH removed_keys AS (
-    DELETE FROM warehouse.agg_sales_slices t
-    USING _agg_slice_delta d
+-- the deltas are added in place to the stored rows of their keys: the sums are not indexed, so on
+-- pages the table's fillfactor leaves room on, the new row versions stay on their page without
+-- index entries (HOT updates; taking the rows out and inserting them again wrote three index
+-- entries per row). The rows are found by the whole key in the key index, and for the few keys
+-- with a NULL (an unknown category or state) by their date, since `IS NOT DISTINCT FROM` cannot
+-- be an index condition. The delta rows it added are kept: the others are new keys.
+CREATE TEMP TABLE _agg_slices_moved ON COMMIT DROP AS
+WITH updated_keys AS (
+    UPDATE warehouse.agg_sales_slices t
+    SET lines = t.lines + d.lines, quantity = t.quantity + d.quantity,
+        revenue = t.revenue + d.revenue, profit = t.profit + d.profit,
+        orders = t.orders + d.orders, orders_first = t.orders_first + d.orders_first
+    FROM _agg_slice_delta d
     WHERE t.date_key = d.date_key
       AND t.category = d.category
       AND t.state = d.state
       AND t.customer_segment = d.customer_segment
       AND t.payment_method_key = d.payment_method_key
-    RETURNING t.*
+    RETURNING d.delta_id, t.date_key, t.category, t.state, t.customer_segment,
+              t.payment_method_key, t.lines
 ),
-removed_nulls AS (
-    DELETE FROM warehouse.agg_sales_slices t
-    USING _agg_slice_delta d
+updated_nulls AS (
+    UPDATE warehouse.agg_sales_slices t
+    SET lines = t.lines + d.lines, quantity = t.quantity + d.quantity,
+        revenue = t.revenue + d.revenue, profit = t.profit + d.profit,
+        orders = t.orders + d.orders, orders_first = t.orders_first + d.orders_first
+    FROM _agg_slice_delta d
     WHERE (d.category IS NULL OR d.state IS NULL OR d.customer_segment IS NULL)
       AND t.date_key = d.date_key
       AND t.payment_method_key = d.payment_method_key
       AND t.category IS NOT DISTINCT FROM d.category
       AND t.state IS NOT DISTINCT FROM d.state
       AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
-    RETURNING t.*
-),
-removed AS (
-    SELECT * FROM removed_keys
-    UNION ALL
-    SELECT * FROM removed_nulls
+    RETURNING d.delta_id, t.date_key, t.category, t.state, t.customer_segment,
+              t.payment_method_key, t.lines
 )
-SELECT date_key, category, state, customer_segment, payment_method_key,
-       sum(lines)::integer AS lines, sum(quantity) AS quantity, sum(revenue) AS revenue,
-       sum(profit) AS profit, sum(orders)::integer AS orders,
-       sum(orders_first)::integer AS orders_first
-FROM (
-    SELECT date_key, category, state, customer_segment, payment_method_key, lines, quantity,
-           revenue, profit, orders, orders_first
-    FROM removed
-    UNION ALL
-    SELECT date_key, category, state, customer_segment, payment_method_key, lines, quantity,
-           revenue, profit, orders, orders_first
-    FROM _agg_slice_delta
-) x
-GROUP BY date_key, category, state, customer_segment, payment_method_key;
+SELECT * FROM updated_keys
+UNION ALL
+SELECT * FROM updated_nulls;
 
 INSERT INTO warehouse.agg_sales_slices (
     date_key, category, state, customer_segment, payment_method_key, lines, quantity, revenue,
     profit, orders, orders_first
 )
-SELECT date_key, category, state, customer_segment, payment_method_key, lines, quantity,
-       revenue, profit, orders, orders_first
-FROM _agg_slice_merged
-WHERE lines <> 0;
+SELECT d.date_key, d.category, d.state, d.customer_segment, d.payment_method_key, d.lines,
+       d.quantity, d.revenue, d.profit, d.orders, d.orders_first
+FROM _agg_slice_delta d
+WHERE d.lines <> 0
+  AND NOT EXISTS (SELECT 1 FROM _agg_slices_moved u WHERE u.delta_id = d.delta_id);
+
+-- rows whose every line moved to another segment, found as above
+DELETE FROM warehouse.agg_sales_slices t
+USING _agg_slices_moved e
+WHERE e.lines = 0
+  AND t.date_key = e.date_key
+  AND t.category = e.category
+  AND t.state = e.state
+  AND t.customer_segment = e.customer_segment
+  AND t.payment_method_key = e.payment_method_key;
+
+DELETE FROM warehouse.agg_sales_slices t
+USING _agg_slices_moved e
+WHERE e.lines = 0
+  AND (e.category IS NULL OR e.state IS NULL OR e.customer_segment IS NULL)
+  AND t.date_key = e.date_key
+  AND t.payment_method_key = e.payment_method_key
+  AND t.category IS NOT DISTINCT FROM e.category
+  AND t.state IS NOT DISTINCT FROM e.state
+  AND t.customer_segment IS NOT DISTINCT FROM e.customer_segment;
 
 SELECT count(*) AS moved_customers FROM _agg_seg_moves;
