@@ -817,6 +817,42 @@ def test_a_customer_without_a_state_changing_segment_moves_its_category_set_row(
     assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
 
 
+def test_a_customer_changing_segment_leaves_the_other_orders_of_its_slices(wh):
+    """C4 and C6 (both in Gujarat, both New) each have an order holding two categories on
+    2024-02-29, paid by credit card: they share rows of agg_sales_slices, agg_order_category_sets
+    and agg_order_category_sets_any_state. C4 orders again and turns Regular: those rows keep
+    C6's order (updated in place, one order less, not inserted a second time), and C4's rows of
+    the Regular segment are new: the tables equal a full rebuild."""
+    conn, settings = wh
+    day = dt.date(2024, 2, 29)
+    load_batch(
+        conn,
+        replace(
+            BATCH_1,
+            customers=[*CUSTOMERS, Customer("C6", "Farah", "Khan", "Surat", "Gujarat")],
+            transactions=[*BATCH_1.transactions, Transaction("T11", "C6", day, "Credit Card")],
+            items=[
+                *BATCH_1.items,
+                Item("I15", "T11", "P3", 1, D("60.00"), D("0")),
+                Item("I16", "T11", "P2", 1, D("40.00"), D("0")),
+            ],
+        ),
+    )
+    run_stages(conn, settings)
+    load_batch(conn, BATCH_2)
+    run_stages(conn, settings)
+    sets = (
+        "SELECT customer_segment, orders FROM warehouse.agg_order_category_sets{}"
+        " WHERE date_key = 20240229 ORDER BY 1"
+    )
+    assert fetch(conn, sets.format("")) == [("New", 2)]
+    _one_order_on_day(conn, settings, "C4", Item("I30", "T30", "P4", 1, D("20.00"), D("0")))
+    assert (_segment_of(conn, "C4"), _segment_of(conn, "C6")) == ("Regular", "New")
+    for table in ("", "_any_state"):
+        assert fetch(conn, sets.format(table)) == [("New", 1), ("Regular", 1)]
+    assert table_checksums(conn) == table_checksums_after_full_refresh(conn, settings)
+
+
 # agg_customer_metrics as a table with recency stored (before recency moved to read time), built
 # from the current schema: the stored columns renamed back, the view's values copied in
 OLDER_CUSTOMER_METRICS = """

@@ -28,10 +28,11 @@ GROUP BY date_key, categories, customer_segment, payment_method_key;
 
 ANALYZE _agg_any_state_set_delta (date_key, categories, customer_segment, payment_method_key);
 
--- added in place to the stored rows of its keys (HOT updates, as in agg_order_category_sets.sql):
--- by the whole key in the key index, and for a NULL segment by the rest of the key
+-- added in place to the stored rows of its keys (HOT updates, as in agg_order_category_sets.sql),
+-- found by the whole key in the key index: a moved order's segments are never NULL (both are
+-- agg_customer_totals' segments)
 CREATE TEMP TABLE _agg_any_state_sets_moved ON COMMIT DROP AS
-WITH updated_keys AS (
+WITH updated AS (
     UPDATE warehouse.agg_order_category_sets_any_state t
     SET orders = t.orders + d.orders
     FROM _agg_any_state_set_delta d
@@ -41,22 +42,8 @@ WITH updated_keys AS (
       AND t.customer_segment = d.customer_segment
     RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.customer_segment,
               t.orders
-),
-updated_nulls AS (
-    UPDATE warehouse.agg_order_category_sets_any_state t
-    SET orders = t.orders + d.orders
-    FROM _agg_any_state_set_delta d
-    WHERE d.customer_segment IS NULL
-      AND t.date_key = d.date_key
-      AND t.payment_method_key = d.payment_method_key
-      AND t.categories = d.categories
-      AND t.customer_segment IS NULL
-    RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.customer_segment,
-              t.orders
 )
-SELECT * FROM updated_keys
-UNION ALL
-SELECT * FROM updated_nulls;
+SELECT * FROM updated;
 
 INSERT INTO warehouse.agg_order_category_sets_any_state (
     date_key, categories, customer_segment, payment_method_key, orders
@@ -73,6 +60,6 @@ WHERE e.orders = 0
   AND t.date_key = e.date_key
   AND t.payment_method_key = e.payment_method_key
   AND t.categories = e.categories
-  AND t.customer_segment IS NOT DISTINCT FROM e.customer_segment;
+  AND t.customer_segment = e.customer_segment;
 
 SELECT count(*) AS merged_keys FROM _agg_any_state_set_delta;
