@@ -70,8 +70,9 @@ GROUP BY date_key, categories, state, segment, payment_method_key;
 
 -- the delta is added in place to the stored rows of its keys (HOT updates, as in
 -- agg_sales_slices.sql): by the whole key in the key index, and for the few keys with a NULL state
--- or segment by the rest of the key, since `IS NOT DISTINCT FROM` cannot be an index condition.
--- The delta rows it added are kept: the others are new keys.
+-- by the rest of the key, since `IS NOT DISTINCT FROM` cannot be an index condition (a moved
+-- order's segments are never NULL: both are agg_customer_totals' segments). The delta rows it
+-- added are kept: the others are new keys.
 CREATE TEMP TABLE _agg_sets_moved ON COMMIT DROP AS
 WITH updated_keys AS (
     UPDATE warehouse.agg_order_category_sets t
@@ -89,12 +90,12 @@ updated_nulls AS (
     UPDATE warehouse.agg_order_category_sets t
     SET orders = t.orders + d.orders
     FROM _agg_set_delta d
-    WHERE (d.state IS NULL OR d.customer_segment IS NULL)
+    WHERE d.state IS NULL
       AND t.date_key = d.date_key
       AND t.payment_method_key = d.payment_method_key
       AND t.categories = d.categories
       AND t.state IS NOT DISTINCT FROM d.state
-      AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
+      AND t.customer_segment = d.customer_segment
     RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.state,
               t.customer_segment, t.orders
 )
@@ -123,11 +124,11 @@ WHERE e.orders = 0
 DELETE FROM warehouse.agg_order_category_sets t
 USING _agg_sets_moved e
 WHERE e.orders = 0
-  AND (e.state IS NULL OR e.customer_segment IS NULL)
+  AND e.state IS NULL
   AND t.date_key = e.date_key
   AND t.payment_method_key = e.payment_method_key
   AND t.categories = e.categories
   AND t.state IS NOT DISTINCT FROM e.state
-  AND t.customer_segment IS NOT DISTINCT FROM e.customer_segment;
+  AND t.customer_segment = e.customer_segment;
 
 SELECT count(*) AS moved_customers FROM _agg_seg_moves;

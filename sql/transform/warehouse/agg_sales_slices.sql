@@ -95,8 +95,9 @@ ANALYZE _agg_slice_delta (date_key, category, state, customer_segment, payment_m
 -- pages the table's fillfactor leaves room on, the new row versions stay on their page without
 -- index entries (HOT updates; taking the rows out and inserting them again wrote three index
 -- entries per row). The rows are found by the whole key in the key index, and for the few keys
--- with a NULL (an unknown category or state) by their date, since `IS NOT DISTINCT FROM` cannot
--- be an index condition. The delta rows it added are kept: the others are new keys.
+-- with a NULL (an unknown category or state; a moved line's segments are never NULL) by their
+-- date, since `IS NOT DISTINCT FROM` cannot be an index condition. The delta rows it added are
+-- kept: the others are new keys.
 CREATE TEMP TABLE _agg_slices_moved ON COMMIT DROP AS
 WITH updated_keys AS (
     UPDATE warehouse.agg_sales_slices t
@@ -118,12 +119,12 @@ updated_nulls AS (
         revenue = t.revenue + d.revenue, profit = t.profit + d.profit,
         orders = t.orders + d.orders, orders_first = t.orders_first + d.orders_first
     FROM _agg_slice_delta d
-    WHERE (d.category IS NULL OR d.state IS NULL OR d.customer_segment IS NULL)
+    WHERE (d.category IS NULL OR d.state IS NULL)
       AND t.date_key = d.date_key
       AND t.payment_method_key = d.payment_method_key
       AND t.category IS NOT DISTINCT FROM d.category
       AND t.state IS NOT DISTINCT FROM d.state
-      AND t.customer_segment IS NOT DISTINCT FROM d.customer_segment
+      AND t.customer_segment = d.customer_segment
     RETURNING d.delta_id, t.date_key, t.category, t.state, t.customer_segment,
               t.payment_method_key, t.lines
 )
@@ -154,11 +155,11 @@ WHERE e.lines = 0
 DELETE FROM warehouse.agg_sales_slices t
 USING _agg_slices_moved e
 WHERE e.lines = 0
-  AND (e.category IS NULL OR e.state IS NULL OR e.customer_segment IS NULL)
+  AND (e.category IS NULL OR e.state IS NULL)
   AND t.date_key = e.date_key
   AND t.payment_method_key = e.payment_method_key
   AND t.category IS NOT DISTINCT FROM e.category
   AND t.state IS NOT DISTINCT FROM e.state
-  AND t.customer_segment IS NOT DISTINCT FROM e.customer_segment;
+  AND t.customer_segment = e.customer_segment;
 
 SELECT count(*) AS moved_customers FROM _agg_seg_moves;
