@@ -247,19 +247,33 @@ order_fixes AS ("""
 # which the statements read only with one category or none). When the range
 # starts at or before the first order date or ends at or after the last one, the first and last
 # order dates say it (an index-only scan); otherwise the days with orders are read too. A range
-# covering every order date takes every row (no date condition to evaluate).
+# covering every order date takes every row (no date condition to evaluate). Two or more
+# categories over a range touching neither end, with no segment: the range's rows of
+# agg_category_orders (one per order and category, so not distinct: both statements count them
+# distinct with two or more categories), since most of those categories' rows of
+# agg_customer_slices span such a range and would need their days with orders read.
 _CUSTOMER_SLICE_FILTERS = """(%(all_dates)s
            OR cs.last_purchase_date >= %(start)s AND cs.first_purchase_date <= %(end)s)
       AND (NOT %(inner_range)s OR cs.active_days && daterange(%(start)s, %(end)s, '[]'))
       AND (%(states)s::text[] IS NULL OR cs.state = ANY (%(states)s::text[]))
       AND (%(segments)s::text[] IS NULL OR cs.customer_segment = ANY (%(segments)s::text[]))"""
+_CATEGORY_ORDERS_APPLY = """%(inner_range)s AND cardinality(%(categories)s::text[]) >= 2
+           AND %(segments)s::text[] IS NULL"""
 _SLICE_CUSTOMERS = f"""
 slice_customers AS NOT MATERIALIZED (
     SELECT cs.customer_id, cs.state, cs.revenue
     FROM warehouse.agg_customer_slices AS cs
     WHERE %(categories)s::text[] IS NOT NULL AND cs.category = ANY (%(categories)s::text[])
       AND NOT (%(all_dates)s AND cardinality(%(categories)s::text[]) >= 2)
+      AND NOT ({_CATEGORY_ORDERS_APPLY})
       AND {_CUSTOMER_SLICE_FILTERS}
+    UNION ALL
+    SELECT o.customer_id, o.state, NULL::numeric AS revenue
+    FROM warehouse.agg_category_orders AS o
+    WHERE {_CATEGORY_ORDERS_APPLY}
+      AND o.date_key BETWEEN %(start_key)s AND %(end_key)s
+      AND o.category = ANY (%(categories)s::text[])
+      AND (%(states)s::text[] IS NULL OR o.state = ANY (%(states)s::text[]))
     UNION ALL
     SELECT cs.customer_id, cs.state,
            CASE WHEN %(categories)s::text[] IS NULL THEN cs.revenue END AS revenue

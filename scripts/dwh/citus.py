@@ -29,6 +29,7 @@ REFERENCE_TABLES: tuple[str, ...] = (
     "warehouse.dim_payment_method",
     "warehouse.agg_daily_sales",
     "warehouse.agg_payment_method_daily",
+    "warehouse.agg_category_orders",
     "warehouse.agg_discount_daily",
     "warehouse.agg_product_performance",
     "warehouse.agg_customer_totals",

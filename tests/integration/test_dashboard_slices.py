@@ -51,6 +51,7 @@ SLICE_TABLES = (
     "agg_customer_slices",
     "agg_customer_slices_any_category",
     "agg_customer_categories",
+    "agg_category_orders",
     "agg_product_slices",
     "agg_product_slicer_totals",
     "agg_customer_metrics",
@@ -59,6 +60,22 @@ SLICE_TABLES = (
 
 def _rows(conn, text: str, params: dict) -> list[tuple]:
     return sorted(fetch(conn, text, params), key=repr)
+
+
+def _plan(conn, text: str, params: dict) -> set[str]:
+    """The tables a statement's plan reads (the relation of every scan node)."""
+    with conn.cursor() as cur:
+        cur.execute("EXPLAIN (FORMAT JSON) " + text, params)
+        plan = cur.fetchone()[0]
+    conn.rollback()
+    tables: set[str] = set()
+    nodes = [plan[0]["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        if "Relation Name" in node:
+            tables.add(node["Relation Name"])
+        nodes.extend(node.get("Plans", ()))
+    return tables
 
 
 def _data_range(conn) -> tuple[dt.date, dt.date]:
@@ -200,6 +217,26 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
             plan = "\n".join(row[0] for row in cur.fetchall())
             cur.execute("RESET enable_sort")
         assert "fact_sales_product_idx" not in plan, plan
+        # distinct customers of two categories over a range touching neither end of the data,
+        # without a segment: agg_category_orders' rows in the range, not agg_customer_slices'
+        # days with orders (compared with the order lines above); with a segment, or one category,
+        # agg_customer_slices
+        inside = queries.Filters(
+            start=first + dt.timedelta(days=10),
+            end=last - dt.timedelta(days=10),
+            data_start=first,
+            data_end=last,
+            categories=tuple(categories),
+        )
+        for filters, table in (
+            (inside, "agg_category_orders"),
+            (replace(inside, segments=("Regular",)), "agg_customer_slices"),
+            (replace(inside, categories=categories[:1]), "agg_customer_slices"),
+        ):
+            for statement in (queries.KPIS_SLICES_SQL, queries.STATES_SLICES_SQL):
+                plan = _plan(conn, statement, filters.params())
+                other = {"agg_category_orders", "agg_customer_slices"} - {table}
+                assert table in plan and not other & plan, (filters, plan)
     finally:
         conn.close()
 

@@ -898,6 +898,8 @@ DROP TABLE warehouse.older_metrics
         "DROP TABLE warehouse.agg_customer_slices_any_category",
         # before the categories bought per customer
         "DROP TABLE warehouse.agg_customer_categories",
+        # before the customers of each order's categories
+        "DROP TABLE warehouse.agg_category_orders",
         # before those kept the categories bought
         "ALTER TABLE warehouse.agg_customer_slices_any_category DROP COLUMN categories",
         # before the product slices
@@ -913,6 +915,7 @@ DROP TABLE warehouse.older_metrics
         "active_days",
         "any_category",
         "customer_categories",
+        "category_orders",
         "categories_bought",
         "product_slices",
         "product_slicer_totals",

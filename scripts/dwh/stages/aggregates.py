@@ -35,6 +35,7 @@ STAGE = "aggregates"
 AGGREGATES: tuple[str, ...] = (
     "agg_daily_sales",
     "agg_payment_method_daily",
+    "agg_category_orders",
     "agg_discount_daily",
     "agg_product_performance",
     "agg_customer_totals",
