@@ -247,17 +247,17 @@ order_fixes AS ("""
 # which the statements read only with one category or none). When the range
 # starts at or before the first order date or ends at or after the last one, the first and last
 # order dates say it (an index-only scan); otherwise the days with orders are read too. A range
-# covering every order date takes every row (no date condition to evaluate). Two or more
-# categories over a range touching neither end, with no segment: the range's rows of
-# agg_category_orders (one per order and category, so not distinct: both statements count them
-# distinct with two or more categories), since most of those categories' rows of
-# agg_customer_slices span such a range and would need their days with orders read.
+# covering every order date takes every row (no date condition to evaluate). Categories over a
+# range touching neither end, with no segment: the range's rows of agg_category_orders (one per
+# order and category, so not distinct: both statements count them distinct), since most of the
+# categories' rows of agg_customer_slices span such a range and would need their days with
+# orders read.
 _CUSTOMER_SLICE_FILTERS = """(%(all_dates)s
            OR cs.last_purchase_date >= %(start)s AND cs.first_purchase_date <= %(end)s)
       AND (NOT %(inner_range)s OR cs.active_days && daterange(%(start)s, %(end)s, '[]'))
       AND (%(states)s::text[] IS NULL OR cs.state = ANY (%(states)s::text[]))
       AND (%(segments)s::text[] IS NULL OR cs.customer_segment = ANY (%(segments)s::text[]))"""
-_CATEGORY_ORDERS_APPLY = """%(inner_range)s AND cardinality(%(categories)s::text[]) >= 2
+_CATEGORY_ORDERS_APPLY = """%(inner_range)s AND %(categories)s::text[] IS NOT NULL
            AND %(segments)s::text[] IS NULL"""
 _SLICE_CUSTOMERS = f"""
 slice_customers AS NOT MATERIALIZED (
@@ -716,19 +716,26 @@ STATES_SLICES_SQL = (
     + """,
 -- a customer has one row per state in agg_customer_slices_any_category, and per state in one
 -- category of agg_customer_slices: rows are distinct pairs unless two or more categories are
--- selected over part of the range (the guards are true or false at plan time: one branch runs;
--- over every order date, slice_customers reads agg_customer_slices_any_category). Over every
--- order date the rows' revenue adds up to the state's revenue, so with one category or none the
--- same pass gives it and the sales slices are not read.
+-- selected over part of the range, or slice_customers reads agg_category_orders (the guards are
+-- true or false at plan time: one branch runs; over every order date, slice_customers reads
+-- agg_customer_slices_any_category). Over every order date the rows' revenue adds up to the
+-- state's revenue, so with one category or none the same pass gives it and the sales slices are
+-- not read.
 customers AS (
     SELECT coalesce(state, 'Unknown') AS state, count(*) AS customers,
            sum(revenue) AS revenue
     FROM (SELECT state, customer_id, CASE WHEN %(all_dates)s THEN revenue END AS revenue
           FROM slice_customers
-          WHERE coalesce(cardinality(%(categories)s::text[]), 0) < 2 OR %(all_dates)s
+          WHERE (coalesce(cardinality(%(categories)s::text[]), 0) < 2 OR %(all_dates)s)
+            AND NOT ("""
+    + _CATEGORY_ORDERS_APPLY
+    + """)
           UNION ALL
           SELECT DISTINCT state, customer_id, NULL::numeric FROM slice_customers
-          WHERE cardinality(%(categories)s::text[]) >= 2 AND NOT %(all_dates)s) AS d
+          WHERE cardinality(%(categories)s::text[]) >= 2 AND NOT %(all_dates)s
+             OR """
+    + _CATEGORY_ORDERS_APPLY
+    + """) AS d
     GROUP BY 1
 ),
 revenue AS (

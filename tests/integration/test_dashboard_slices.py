@@ -217,10 +217,10 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
             plan = "\n".join(row[0] for row in cur.fetchall())
             cur.execute("RESET enable_sort")
         assert "fact_sales_product_idx" not in plan, plan
-        # distinct customers of two categories over a range touching neither end of the data,
+        # distinct customers of categories over a range touching neither end of the data,
         # without a segment: agg_category_orders' rows in the range, not agg_customer_slices'
-        # days with orders (compared with the order lines above); with a segment, or one category,
-        # agg_customer_slices
+        # days with orders (compared with the order lines above); with a segment, or over a
+        # range touching an end, agg_customer_slices
         inside = queries.Filters(
             start=first + dt.timedelta(days=10),
             end=last - dt.timedelta(days=10),
@@ -231,7 +231,12 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
         for filters, table in (
             (inside, "agg_category_orders"),
             (replace(inside, segments=("Regular",)), "agg_customer_slices"),
-            (replace(inside, categories=categories[:1]), "agg_customer_slices"),
+            (replace(inside, categories=tuple(categories[:1])), "agg_category_orders"),
+            (
+                replace(inside, categories=tuple(categories[:1]), segments=("VIP",)),
+                "agg_customer_slices",
+            ),
+            (replace(inside, end=last), "agg_customer_slices"),
         ):
             for statement in (queries.KPIS_SLICES_SQL, queries.STATES_SLICES_SQL):
                 plan = _plan(conn, statement, filters.params())
