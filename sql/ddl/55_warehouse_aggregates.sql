@@ -160,12 +160,12 @@ COMMENT ON COLUMN warehouse.agg_customer_categories.customer_id IS 'Natural key 
 COMMENT ON COLUMN warehouse.agg_customer_categories.categories IS 'The distinct non-NULL categories (of the product versions the lines point at) of the customer''s lines, sorted in byte order.';
 
 -- ─── agg_category_orders: per order x category, its date, customer and state ─────────────────
--- the dashboard's customers of two or more categories over a range touching neither end of the
--- data: a distinct count of these rows in the range (at 10M order lines, 70-100 ms against
--- 180-320 ms for agg_customer_slices' days with orders, which most of those categories' rows
--- would need read: their first and last order dates span such a range). Written in date order
--- (a full rebuild reads the per-order rows in date order; a batch adds its dates at the end), so
--- a range's rows lie on adjacent pages.
+-- the dashboard's customers of one or more categories over a range touching neither end of the
+-- data, with no segment selected: a distinct count of these rows in the range (two categories
+-- at 10M order lines: 70-100 ms against 180-320 ms for agg_customer_slices' days with orders,
+-- which most of their rows there would need read: their first and last order dates span such a
+-- range). Written in date order (a full rebuild reads the per-order rows in date order; a batch
+-- adds its dates at the end), so a range's rows lie on adjacent pages.
 CREATE TABLE IF NOT EXISTS warehouse.agg_category_orders (
     date_key     integer          NOT NULL,
     category     text COLLATE "C" NOT NULL,
