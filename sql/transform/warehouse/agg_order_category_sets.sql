@@ -83,8 +83,7 @@ WITH updated_keys AS (
       AND t.categories = d.categories
       AND t.state = d.state
       AND t.customer_segment = d.customer_segment
-    RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.state,
-              t.customer_segment, t.orders
+    RETURNING d.delta_id, t.ctid AS row_ctid, t.orders
 ),
 updated_nulls AS (
     UPDATE warehouse.agg_order_category_sets t
@@ -96,8 +95,7 @@ updated_nulls AS (
       AND t.categories = d.categories
       AND t.state IS NOT DISTINCT FROM d.state
       AND t.customer_segment = d.customer_segment
-    RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.state,
-              t.customer_segment, t.orders
+    RETURNING d.delta_id, t.ctid AS row_ctid, t.orders
 )
 SELECT * FROM updated_keys
 UNION ALL
@@ -111,24 +109,10 @@ FROM _agg_set_delta d
 WHERE d.orders <> 0
   AND NOT EXISTS (SELECT 1 FROM _agg_sets_moved u WHERE u.delta_id = d.delta_id);
 
--- rows whose every order moved to another segment, found as above
+-- rows whose every order moved to another segment: the row versions the update wrote (as in
+-- agg_sales_slices.sql)
 DELETE FROM warehouse.agg_order_category_sets t
 USING _agg_sets_moved e
-WHERE e.orders = 0
-  AND t.date_key = e.date_key
-  AND t.payment_method_key = e.payment_method_key
-  AND t.categories = e.categories
-  AND t.state = e.state
-  AND t.customer_segment = e.customer_segment;
-
-DELETE FROM warehouse.agg_order_category_sets t
-USING _agg_sets_moved e
-WHERE e.orders = 0
-  AND e.state IS NULL
-  AND t.date_key = e.date_key
-  AND t.payment_method_key = e.payment_method_key
-  AND t.categories = e.categories
-  AND t.state IS NOT DISTINCT FROM e.state
-  AND t.customer_segment = e.customer_segment;
+WHERE e.orders = 0 AND t.ctid = e.row_ctid;
 
 SELECT count(*) AS moved_customers FROM _agg_seg_moves;

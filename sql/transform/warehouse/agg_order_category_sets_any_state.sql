@@ -40,8 +40,7 @@ WITH updated AS (
       AND t.payment_method_key = d.payment_method_key
       AND t.categories = d.categories
       AND t.customer_segment = d.customer_segment
-    RETURNING d.delta_id, t.date_key, t.payment_method_key, t.categories, t.customer_segment,
-              t.orders
+    RETURNING d.delta_id, t.ctid AS row_ctid, t.orders
 )
 SELECT * FROM updated;
 
@@ -53,13 +52,10 @@ FROM _agg_any_state_set_delta d
 WHERE d.orders <> 0
   AND NOT EXISTS (SELECT 1 FROM _agg_any_state_sets_moved u WHERE u.delta_id = d.delta_id);
 
--- rows whose every order moved to another segment
+-- rows whose every order moved to another segment: the row versions the update wrote (as in
+-- agg_sales_slices.sql)
 DELETE FROM warehouse.agg_order_category_sets_any_state t
 USING _agg_any_state_sets_moved e
-WHERE e.orders = 0
-  AND t.date_key = e.date_key
-  AND t.payment_method_key = e.payment_method_key
-  AND t.categories = e.categories
-  AND t.customer_segment = e.customer_segment;
+WHERE e.orders = 0 AND t.ctid = e.row_ctid;
 
 SELECT count(*) AS merged_keys FROM _agg_any_state_set_delta;

@@ -110,8 +110,7 @@ WITH updated_keys AS (
       AND t.state = d.state
       AND t.customer_segment = d.customer_segment
       AND t.payment_method_key = d.payment_method_key
-    RETURNING d.delta_id, t.date_key, t.category, t.state, t.customer_segment,
-              t.payment_method_key, t.lines
+    RETURNING d.delta_id, t.ctid AS row_ctid, t.lines
 ),
 updated_nulls AS (
     UPDATE warehouse.agg_sales_slices t
@@ -125,8 +124,7 @@ updated_nulls AS (
       AND t.category IS NOT DISTINCT FROM d.category
       AND t.state IS NOT DISTINCT FROM d.state
       AND t.customer_segment = d.customer_segment
-    RETURNING d.delta_id, t.date_key, t.category, t.state, t.customer_segment,
-              t.payment_method_key, t.lines
+    RETURNING d.delta_id, t.ctid AS row_ctid, t.lines
 )
 SELECT * FROM updated_keys
 UNION ALL
@@ -142,24 +140,10 @@ FROM _agg_slice_delta d
 WHERE d.lines <> 0
   AND NOT EXISTS (SELECT 1 FROM _agg_slices_moved u WHERE u.delta_id = d.delta_id);
 
--- rows whose every line moved to another segment, found as above
+-- rows whose every line moved to another segment: the row versions the update wrote (their
+-- ctid, which nothing changes before this statement in the transaction)
 DELETE FROM warehouse.agg_sales_slices t
 USING _agg_slices_moved e
-WHERE e.lines = 0
-  AND t.date_key = e.date_key
-  AND t.category = e.category
-  AND t.state = e.state
-  AND t.customer_segment = e.customer_segment
-  AND t.payment_method_key = e.payment_method_key;
-
-DELETE FROM warehouse.agg_sales_slices t
-USING _agg_slices_moved e
-WHERE e.lines = 0
-  AND (e.category IS NULL OR e.state IS NULL)
-  AND t.date_key = e.date_key
-  AND t.payment_method_key = e.payment_method_key
-  AND t.category IS NOT DISTINCT FROM e.category
-  AND t.state IS NOT DISTINCT FROM e.state
-  AND t.customer_segment = e.customer_segment;
+WHERE e.lines = 0 AND t.ctid = e.row_ctid;
 
 SELECT count(*) AS moved_customers FROM _agg_seg_moves;
