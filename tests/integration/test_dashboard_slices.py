@@ -62,7 +62,7 @@ def _rows(conn, text: str, params: dict) -> list[tuple]:
     return sorted(fetch(conn, text, params), key=repr)
 
 
-def _plan(conn, text: str, params: dict) -> set[str]:
+def _tables_read(conn, text: str, params: dict) -> set[str]:
     """The tables a statement's plan reads (the relation of every scan node)."""
     with conn.cursor() as cur:
         cur.execute("EXPLAIN (FORMAT JSON) " + text, params)
@@ -239,9 +239,9 @@ def test_slices_equal_the_order_lines(db_url, make_settings):
             (replace(inside, end=last), "agg_customer_slices"),
         ):
             for statement in (queries.KPIS_SLICES_SQL, queries.STATES_SLICES_SQL):
-                plan = _plan(conn, statement, filters.params())
+                tables = _tables_read(conn, statement, filters.params())
                 other = {"agg_category_orders", "agg_customer_slices"} - {table}
-                assert table in plan and not other & plan, (filters, plan)
+                assert table in tables and not other & tables, (filters, tables)
     finally:
         conn.close()
 
